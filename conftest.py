@@ -1,0 +1,31 @@
+"""Test isolation for everything pytest runs here: unit tests, nbval notebooks, browser tests.
+
+Kernels that nbval starts inherit this environment, so the notebooks too run against the
+pinned Redis 6.2 binary (unless ``REDIS_SERVER_BIN`` says otherwise), never read a
+developer's ``.env``, and keep Jupyter's files out of the home directory.
+"""
+
+import os
+import tempfile
+
+from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES
+from sessionlab.server import pip_redis_server
+
+
+def pytest_configure(config):
+    for name in SERVER_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ[ENV_FILE_VARIABLE] = os.devnull
+    os.environ.setdefault("REDIS_SERVER_BIN", pip_redis_server() or "")
+    if not os.environ["REDIS_SERVER_BIN"]:
+        del os.environ["REDIS_SERVER_BIN"]
+    home = tempfile.mkdtemp(prefix="sessionlab-jupyter-")
+    for name, sub in [
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("IPYTHONDIR", "ipython"),
+        ("MPLCONFIGDIR", "matplotlib"),
+    ]:
+        os.environ[name] = os.path.join(home, sub)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")

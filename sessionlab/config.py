@@ -1,0 +1,154 @@
+"""Where the Redis server is: read from the environment and ``.env``, checked early.
+
+The variables are the seed notebook's (``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_PASSWORD``)
+plus ``REDIS_DB`` and ``REDIS_URL``. When none is set, no server is named and
+:func:`sessionlab.connect` starts a private one instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values, find_dotenv
+
+from .errors import ConfigError
+
+#: Variables that name a server; any one of them set means "do not start one".
+SERVER_VARIABLES = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")
+
+#: Points at the ``.env`` file to read instead of searching for one (``/dev/null``: none).
+ENV_FILE_VARIABLE = "SESSIONLAB_ENV_FILE"
+
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A Redis server to connect to, or none (``url`` and ``host`` both ``None``).
+
+    The password never shows in ``repr`` or ``str``: it is printed as ``***``.
+    """
+
+    url: str | None = None
+    host: str | None = None
+    port: int = 6379
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    server_bin: str | None = None
+
+    @property
+    def names_server(self) -> bool:
+        """True when the settings point at an existing server."""
+        return self.url is not None or self.host is not None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (or the socket path) for error messages; never the password."""
+        if self.url is not None:
+            parts = urlsplit(self.url)
+            if parts.scheme == "unix":
+                return parts.path
+            return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        shown = []
+        if self.url is not None:
+            shown.append(f"url={mask_url(self.url)!r}")
+        if self.host is not None:
+            shown.append(f"host={self.host!r}, port={self.port!r}, db={self.db!r}")
+            if self.password is not None:
+                shown.append("password='***'")
+        if self.server_bin is not None:
+            shown.append(f"server_bin={self.server_bin!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password replaced by ``***`` (works on malformed URLs too)."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Merge ``.env`` under the process environment (the environment wins, as in dotenv).
+
+    The ``.env`` file is ``$SESSIONLAB_ENV_FILE`` if set, else the first ``.env`` found
+    from the working directory upwards (so notebooks in ``notebooks/`` see the repo's).
+    """
+    environ = os.environ if environ is None else environ
+    path = environ.get(ENV_FILE_VARIABLE) or find_dotenv(usecwd=True)
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path else {}
+    values.update(environ)
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check the Redis settings; raise :class:`ConfigError` naming a bad variable.
+
+    ``environ`` defaults to ``.env`` merged under ``os.environ``; pass a dict to read
+    exactly that (no ``.env``), as tests and lessons do.
+    """
+    env = read_environment() if environ is None else dict(environ)
+    value = {name: env.get(name, "").strip() or None for name in SERVER_VARIABLES}
+    server_bin = env.get("REDIS_SERVER_BIN", "").strip() or None
+    split_vars = [n for n in SERVER_VARIABLES[1:] if value[n] is not None]
+
+    if value["REDIS_URL"] is not None:
+        if split_vars:
+            raise ConfigError(
+                f"REDIS_URL is set together with {', '.join(split_vars)}: set either REDIS_URL "
+                "or the REDIS_HOST/REDIS_PORT/REDIS_PASSWORD/REDIS_DB variables, not both."
+            )
+        return Settings(url=_check_url(value["REDIS_URL"]), server_bin=server_bin)
+    if not split_vars:
+        return Settings(server_bin=server_bin)
+    return Settings(
+        host=value["REDIS_HOST"] or "localhost",
+        port=_int_variable("REDIS_PORT", value["REDIS_PORT"], 6379, 1, 65535),
+        password=value["REDIS_PASSWORD"],
+        db=_int_variable("REDIS_DB", value["REDIS_DB"], 0, 0, 2**31 - 1),
+        server_bin=server_bin,
+    )
+
+
+def _int_variable(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a whole number: set {name} to a number from {low} to {high} "
+            "in .env or the environment."
+        ) from None
+    if not low <= number <= high:
+        raise ConfigError(f"{name}={number} is out of range: use a number from {low} to {high}.")
+    return number
+
+
+def _check_url(url: str) -> str:
+    shown = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(
+            f"REDIS_URL={shown!r} has a bad port: write it as redis://[:password@]host:port/db."
+        ) from None
+    if parts.scheme not in URL_SCHEMES:
+        raise ConfigError(
+            f"REDIS_URL={shown!r} must start with redis://, rediss:// (TLS) or unix://."
+        )
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"REDIS_URL={shown!r} names no host: write redis://host:port/db.")
+    return url

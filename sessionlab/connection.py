@@ -1,0 +1,133 @@
+"""Getting a working redis-py client: :func:`connect`.
+
+If the environment or ``.env`` names a server, connect there and PING it, turning every way
+that can fail into a :class:`~sessionlab.errors.ConnectError` that says where and what to do.
+Otherwise start the embedded default: a private :class:`~sessionlab.server.LabServer`.
+"""
+
+from __future__ import annotations
+
+import errno
+import ssl
+
+import redis
+import redis.exceptions as rex
+
+from .config import Settings, load_settings
+from .errors import ConnectError
+from .server import LabServer
+
+CONNECT_TIMEOUT = 3.0
+COMMAND_TIMEOUT = 5.0
+
+_default_client: redis.Redis | None = None
+_embedded: LabServer | None = None
+
+
+def connect(settings: Settings | None = None) -> redis.Redis:
+    """A verified client: to the configured server, or to the embedded one.
+
+    Without arguments the settings come from the environment and ``.env``, and repeated
+    calls return the same client. With ``settings``, a new client is made and checked.
+    """
+    global _default_client
+    if settings is not None:
+        return _open(settings)
+    if _default_client is None:
+        _default_client = _open(load_settings())
+    return _default_client
+
+
+def embedded_server() -> LabServer | None:
+    """The private server :func:`connect` started, if it started one."""
+    return _embedded
+
+
+def reset() -> None:
+    """Forget the default client and stop the embedded server (the next connect starts anew)."""
+    global _default_client, _embedded
+    if _default_client is not None:
+        _default_client.close()
+        _default_client = None
+    if _embedded is not None:
+        _embedded.close()
+        _embedded = None
+
+
+def _open(settings: Settings) -> redis.Redis:
+    global _embedded
+    if not settings.names_server:
+        if _embedded is None or not _embedded.running:
+            _embedded = LabServer(binary=settings.server_bin).start()
+        return _embedded.client()
+    options = {
+        "decode_responses": True,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": COMMAND_TIMEOUT,
+    }
+    if settings.url is not None:
+        client = redis.Redis.from_url(settings.url, **options)
+    else:
+        client = redis.Redis(
+            host=settings.host,
+            port=settings.port,
+            password=settings.password,
+            db=settings.db,
+            **options,
+        )
+    tls = (settings.url or "").startswith("rediss://")
+    check(client, settings.address, tls)
+    return client
+
+
+def check(client: redis.Redis, address: str, tls: bool = False) -> None:
+    """PING ``client``; on failure raise :class:`ConnectError` explaining why and what to do."""
+    try:
+        client.ping()
+    except Exception as error:  # every failure is translated below, none is swallowed
+        client.close()
+        raise ConnectError(f"Cannot use Redis at {address}: {explain(error, tls)}") from None
+
+
+def explain(error: BaseException, tls: bool = False) -> str:
+    """One sentence on what went wrong when connecting, and how to fix it."""
+    text = str(error)
+    cause = _root_cause(error)
+    status = getattr(error, "status_code", None) or text.split(" ", 1)[0]
+    if status == "NOAUTH" or "Authentication required" in text:
+        return "the server requires a password; set REDIS_PASSWORD (or put it in REDIS_URL)."
+    if status == "WRONGPASS" or isinstance(error, rex.AuthenticationError):
+        return (
+            "the server rejected the password; check REDIS_PASSWORD (or the password in REDIS_URL)."
+        )
+    timed_out = isinstance(error, rex.TimeoutError) or isinstance(cause, TimeoutError)
+    if isinstance(cause, ssl.SSLError) or "SSL" in text or (tls and timed_out):
+        return (
+            "the TLS handshake failed; use rediss:// only for a server with TLS enabled, "
+            "redis:// otherwise."
+        )
+    if timed_out:
+        return (
+            f"no answer within {CONNECT_TIMEOUT:.0f} s; is the host reachable and the port a "
+            "Redis port (not TLS-only)? Check REDIS_HOST and REDIS_PORT, and any firewall."
+        )
+    if isinstance(cause, ConnectionRefusedError) or "refused" in text.lower():
+        return (
+            "connection refused: no Redis is listening there. Start it, fix REDIS_HOST/REDIS_PORT, "
+            "or remove them from .env to use the embedded server."
+        )
+    if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "the host cannot be reached from this machine; check REDIS_HOST and your network."
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "the host name cannot be resolved; check REDIS_HOST for typos."
+    if isinstance(error, rex.ConnectionError):
+        return f"the connection failed ({text}); check REDIS_HOST, REDIS_PORT and that it is Redis."
+    if isinstance(error, rex.ResponseError):
+        return f"the server answered with an error ({text}); check REDIS_DB and the server's ACL."
+    return f"{type(error).__name__}: {text}"
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error

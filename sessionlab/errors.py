@@ -1,0 +1,46 @@
+"""Every error sessionlab raises, under one base class.
+
+Each also inherits the built-in a caller would naturally catch (``ValueError`` for a bad
+argument, ``TypeError`` for data JSON cannot hold, redis-py's ``ConnectionError`` for a
+server that cannot be reached), so ``except ValueError`` keeps working too.
+"""
+
+from __future__ import annotations
+
+import redis.exceptions
+
+
+class SessionError(Exception):
+    """Base class of every sessionlab error."""
+
+
+class ConfigError(SessionError, ValueError):
+    """A setting in the environment or ``.env`` has a value that cannot be used."""
+
+
+class InvalidSessionId(SessionError, ValueError):
+    """A session id is empty, too long, or has characters a key must not hold."""
+
+
+class InvalidTTL(SessionError, ValueError):
+    """A time to live is not a positive whole number of seconds."""
+
+
+class InvalidCartItem(SessionError, ValueError):
+    """A cart SKU or quantity cannot be stored."""
+
+
+class UnserializableData(SessionError, TypeError):
+    """Session data holds a value that JSON cannot represent."""
+
+
+class CorruptSession(SessionError):
+    """What Redis holds under a session key is not a session this library wrote."""
+
+
+class ConnectError(SessionError, redis.exceptions.ConnectionError):
+    """The configured Redis server cannot be used: refused, timed out, wrong password, TLS."""
+
+
+class ServerError(SessionError):
+    """A private ``redis-server`` could not be found, started or stopped."""
