@@ -12,6 +12,8 @@ import ssl
 
 import redis
 import redis.exceptions as rex
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
 
 from .config import Settings, load_settings
 from .errors import ConnectError
@@ -19,6 +21,8 @@ from .server import LabServer
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 5.0
+#: Once connected, retry a command that hit a dropped connection a few times, quickly.
+RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
 
 _default_client: redis.Redis | None = None
 _embedded: LabServer | None = None
@@ -61,6 +65,7 @@ def _open(settings: Settings) -> redis.Redis:
             _embedded = LabServer(binary=settings.server_bin).start()
         return _embedded.client()
     options = {
+        "retry": Retry(NoBackoff(), 0),  # the first PING fails fast; RETRY is set after it
         "decode_responses": True,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": COMMAND_TIMEOUT,
@@ -77,6 +82,7 @@ def _open(settings: Settings) -> redis.Redis:
         )
     tls = (settings.url or "").startswith("rediss://")
     check(client, settings.address, tls)
+    client.set_retry(RETRY)
     return client
 
 
@@ -108,8 +114,9 @@ def explain(error: BaseException, tls: bool = False) -> str:
         )
     if timed_out:
         return (
-            f"no answer within {CONNECT_TIMEOUT:.0f} s; is the host reachable and the port a "
-            "Redis port (not TLS-only)? Check REDIS_HOST and REDIS_PORT, and any firewall."
+            f"no answer in time (connect timeout {CONNECT_TIMEOUT:.0f} s, reply timeout "
+            f"{COMMAND_TIMEOUT:.0f} s). Is the host reachable, and is that port a Redis port? "
+            "Check REDIS_HOST and REDIS_PORT, and any firewall."
         )
     if isinstance(cause, ConnectionRefusedError) or "refused" in text.lower():
         return (
