@@ -41,6 +41,21 @@ class CorruptSession(SessionError):
 class ConnectError(SessionError, redis.exceptions.ConnectionError):
     """The configured Redis server cannot be used: refused, timed out, wrong password, TLS."""
 
+    # redis-py's errors show as "network:ConnectError" in repr(): show the message instead.
+    __repr__ = Exception.__repr__
+
 
 class ServerError(SessionError):
     """A private ``redis-server`` could not be found, started or stopped."""
+
+
+class InvalidPersistenceSetting(SessionError, ValueError):
+    """A persistence mode, session count or timeout that a persistence experiment cannot use."""
+
+
+class PersistenceError(SessionError):
+    """A snapshot (BGSAVE) or AOF rewrite failed, or did not finish in time."""
+
+
+class InvalidSetting(SessionError, ValueError):
+    """A server setting asked of a lab experiment (maxmemory, a policy) cannot be used."""

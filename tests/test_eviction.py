@@ -1,0 +1,279 @@
+"""Eviction on real servers: refused writes, who survives a full server, what a session costs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import redis.exceptions as rex
+
+from sessionlab import LabServer, SessionStore
+from sessionlab.errors import InvalidSetting, SessionError
+from sessionlab.eviction import (
+    compact_thresholds,
+    encoding,
+    experiment,
+    flatten,
+    is_out_of_memory,
+    memory_usage,
+    parse_memory,
+    per_million,
+    profile_memory,
+    sample_profile,
+    session_bytes,
+    used_memory,
+)
+from sessionlab.widgets.eviction import EvictionPanel
+
+SEED_PROFILE = {
+    "user_id": "U001",
+    "name": "Rohith",
+    "preferences": {"theme": "dark", "browser": "Edge"},
+}
+BIG_VALUE = "x" * 2000
+
+
+def fill_until_refused(client, ttl: int | None = None, limit: int = 10_000) -> int:
+    """SET 2 KB values until Redis refuses; return how many were stored."""
+    for number in itertools.count():
+        if number >= limit:
+            raise AssertionError(f"{limit} writes were never refused")
+        try:
+            client.set(f"k:{number}", BIG_VALUE, ex=ttl)
+        except rex.OutOfMemoryError:
+            return number
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture
+def full_noeviction():
+    with LabServer(maxmemory="2mb", maxmemory_policy="noeviction") as server:
+        client = server.client()
+        stored = fill_until_refused(client)
+        yield server, client, stored
+        client.close()
+
+
+# -- what a full server does ------------------------------------------------------------------
+
+
+def test_noeviction_refuses_writes_but_reads_and_deletes_work(full_noeviction):
+    _, client, stored = full_noeviction
+    assert stored > 100
+    with pytest.raises(rex.OutOfMemoryError):
+        client.set("one-more", BIG_VALUE)
+    assert client.get("k:0") == BIG_VALUE
+    assert client.delete("k:0") == 1
+    assert client.info("stats")["evicted_keys"] == 0
+    assert client.dbsize() == stored - 1
+
+
+def test_store_writes_on_a_full_server_count_as_out_of_memory(full_noeviction):
+    """Inside the store's Lua script 6.2 reports OOM as a plain ResponseError; both count."""
+    _, client, _ = full_noeviction
+    store = SessionStore(client)
+    with pytest.raises(rex.ResponseError) as raised:
+        store.create("late-user", sample_profile(1))
+    assert is_out_of_memory(raised.value)
+    assert not is_out_of_memory(rex.ResponseError("WRONGTYPE Operation against a key"))
+
+
+@pytest.mark.parametrize("policy", ["volatile-lru", "volatile-ttl"])
+def test_volatile_policy_with_keys_without_ttl_refuses_writes(policy):
+    with LabServer(maxmemory="2mb", maxmemory_policy=policy) as server:
+        client = server.client()
+        stored = fill_until_refused(client, ttl=None)
+        assert stored > 100
+        assert client.info("stats")["evicted_keys"] == 0
+        client.close()
+
+
+def test_volatile_policy_evicts_keys_that_have_a_ttl():
+    with LabServer(maxmemory="2mb", maxmemory_policy="volatile-lru") as server:
+        client = server.client()
+        for number in range(2000):  # ~4 MB of 2 KB values into 2 MB: must evict, never refuse
+            client.set(f"k:{number}", BIG_VALUE, ex=3600)
+        assert client.info("stats")["evicted_keys"] > 0
+        client.close()
+
+
+def test_hot_sessions_survive_lru_and_lfu_but_not_random():
+    results = {r.policy: r for r in experiment(["allkeys-lru", "allkeys-lfu", "allkeys-random"])}
+    lru, lfu, rand = results["allkeys-lru"], results["allkeys-lfu"], results["allkeys-random"]
+    for result in results.values():
+        assert result.refused == 0
+        assert result.evicted_keys > 0
+        assert result.hot == 50
+    assert lru.hot_kept >= 45
+    assert lfu.hot_kept >= 45
+    assert rand.hot_kept < lru.hot_kept
+    assert rand.hot_kept < lfu.hot_kept
+    # LRU evicts idle sessions first: far fewer cold ones survive than under random
+    assert lru.cold_kept < rand.cold_kept
+
+
+def test_noeviction_and_volatile_without_ttl_refuse_logins_in_the_experiment():
+    results = experiment(["noeviction", "volatile-lru"], ttl=None)
+    for result in results:
+        assert result.refused > 0
+        assert result.evicted_keys == 0
+        assert result.hot_kept == result.hot  # nothing is evicted; the old sessions stay
+        assert result.new_kept < result.sessions
+
+
+def test_volatile_ttl_with_sliding_expiry_keeps_hot_sessions():
+    """Hot users slide their TTL forward, so volatile-ttl evicts the idle sessions first."""
+    (result,) = experiment(["volatile-ttl"])
+    assert result.evicted_keys > 0
+    assert result.refused == 0
+    assert result.hot_kept >= 45
+
+
+def test_fixed_session_count():
+    (result,) = experiment(["allkeys-lru"], maxmemory="4mb", sessions=200, pause=1.1)
+    assert result.sessions == 200
+    assert result.evicted_keys == 0  # 400 sessions fit into 4 MB
+    assert result.hot_kept == result.hot
+    assert result.new_kept == 200
+
+
+# -- bad settings --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("2mb", 2 * 2**20), ("2m", 2_000_000), ("1500kb", 1500 * 1024), ("3000000", 3_000_000)],
+)
+def test_parse_memory_units_as_in_redis_conf(text, size):
+    assert parse_memory(text) == size
+    assert parse_memory(size) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "", "0", "0mb", "-1mb", "2 parsecs", True])
+def test_parse_memory_rejects_nonsense(text):
+    with pytest.raises(InvalidSetting, match="memory limit"):
+        parse_memory(text)
+
+
+def test_unknown_policy_is_rejected_before_any_server_starts():
+    with pytest.raises(InvalidSetting, match="allkeys-lru"):
+        experiment(["allkeys-newest"])
+
+
+def test_limit_below_an_empty_server_says_how_much_it_uses():
+    with pytest.raises(InvalidSetting, match="already uses") as raised:
+        experiment(["allkeys-lru"], maxmemory="500kb")
+    assert isinstance(raised.value, SessionError)
+    assert "Use at least" in str(raised.value)
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_client():
+    """A client of a server of its own: these tests count its keys and bytes."""
+    with LabServer() as server:
+        redis_client = server.client()
+        yield redis_client
+        redis_client.close()
+
+
+def test_profile_as_json_string_and_as_hash(fresh_client):
+    measured = profile_memory(fresh_client, SEED_PROFILE)
+    assert 100 < measured.json_bytes < 300
+    assert 80 < measured.hash_bytes < 300
+    assert measured.json_encoding in ("embstr", "raw")
+    assert measured.hash_encoding in ("ziplist", "listpack")
+    assert measured.hash_fields == 4
+    assert fresh_client.dbsize() == 0  # the measuring keys are cleaned up
+
+
+def test_flatten_nests_with_dots():
+    assert flatten(SEED_PROFILE) == {
+        "user_id": "U001",
+        "name": "Rohith",
+        "preferences.theme": "dark",
+        "preferences.browser": "Edge",
+    }
+    assert flatten({"n": 3, "ok": True}) == {"n": "3", "ok": "true"}
+
+
+def test_compact_thresholds_named_for_the_running_version(fresh_client):
+    thresholds = compact_thresholds(fresh_client)
+    version = tuple(int(p) for p in fresh_client.info("server")["redis_version"].split("."))
+    name = "listpack" if version >= (7, 0) else "ziplist"
+    assert thresholds == {f"hash-max-{name}-entries": 512, f"hash-max-{name}-value": 64}
+
+
+def test_hash_leaves_compact_encoding_past_the_thresholds(fresh_client):
+    entries = next(v for k, v in compact_thresholds(fresh_client).items() if k.endswith("entries"))
+    fresh_client.hset("small", mapping={f"f{n}": n for n in range(entries)})
+    fresh_client.hset("big", mapping={f"f{n}": n for n in range(entries + 1)})
+    fresh_client.hset("long-value", mapping={"f": "v" * 65})
+    assert encoding(fresh_client, "small") in ("ziplist", "listpack")
+    assert encoding(fresh_client, "big") == "hashtable"
+    assert encoding(fresh_client, "long-value") == "hashtable"
+    assert memory_usage(fresh_client, "big") > 2 * memory_usage(fresh_client, "small")
+
+
+def test_session_bytes_and_extrapolation(fresh_client):
+    store = SessionStore(fresh_client)
+    store.create("alice", sample_profile(1))
+    profile_only = session_bytes(store, "alice")
+    store.add_to_cart("alice", "SKU-1", 2)
+    whole = session_bytes(store, "alice")
+    assert profile_only > len(fresh_client.get(store.key("alice")))
+    assert 50 < whole - profile_only < 300
+    assert per_million(whole) == pytest.approx(whole / 1000)  # bytes -> GB per million
+    assert memory_usage(fresh_client, "missing") is None
+    assert session_bytes(store, "bob") is None
+
+
+def test_empty_server_uses_about_a_megabyte(fresh_client):
+    assert 0.5 * 2**20 < used_memory(fresh_client) < 1.5 * 2**20
+
+
+# -- the widget ----------------------------------------------------------------------------------
+
+
+def test_panel_runs_the_experiment_and_charts_it():
+    panel = EvictionPanel()
+    panel.policy.value = "allkeys-lru"
+    panel.maxmemory.value = "2mb"
+    panel.run.click()
+    assert "sl-error" not in panel.status.value, panel.status.value
+    assert panel.result is not None and panel.result.policy == "allkeys-lru"
+    assert panel.result.hot_kept >= 45
+    assert "hot sessions kept" in panel.status.value
+    assert panel.chart.value.count("sl-eviction-bar") == 1
+    assert repr(panel) == "<EvictionPanel>"
+
+
+def test_panel_without_ttl_under_volatile_shows_refused_logins():
+    panel = EvictionPanel(policy="volatile-lru")
+    panel.ttl.value = False
+    panel.run.click()
+    assert panel.result is not None
+    assert panel.result.refused > 0
+    assert "(no TTL)" in panel.chart.value
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        ("lots", "not a size"),
+        ("500kb", "already uses"),
+        ("0", "no limit"),
+        ("64gb", "at most 8mb"),
+    ],
+)
+def test_panel_shows_bad_limits_in_the_status_line(limit, message):
+    panel = EvictionPanel()
+    panel.maxmemory.value = limit
+    panel.run.click()
+    assert "sl-error" in panel.status.value
+    assert message in panel.status.value
+    assert "InvalidSetting" in panel.status.value
+    assert panel.result is None
+    assert panel.chart.value == ""
