@@ -1,0 +1,393 @@
+"""Persistence on real servers: what a SIGKILL loses in each mode, TTLs across restarts,
+waiting for BGSAVE / BGREWRITEAOF, the AOF files, and lesson 03's panel.
+
+Runs against ``$REDIS_SERVER_BIN`` (the pinned 6.2 by default); run it again with
+``REDIS_SERVER_BIN=/usr/bin/redis-server`` for 7.0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sessionlab import LabServer, SessionStore
+from sessionlab.errors import InvalidPersistenceSetting, PersistenceError, SessionError
+from sessionlab.persistence import (
+    MODES,
+    RDB_SAVE_POINTS,
+    aof_commands,
+    aof_files,
+    aof_size,
+    bgsave,
+    count_sessions,
+    crash_experiment,
+    measure_write_throughput,
+    mode_directives,
+    profile,
+    rewrite_aof,
+    wait_for_aof_rewrite,
+    wait_for_bgsave,
+    write_sessions,
+)
+from sessionlab.server import find_redis_server, server_version
+from sessionlab.widgets.persistence import PersistencePanel
+
+VERSION = server_version(find_redis_server())
+AOF_MODES = ["aof-always", "aof-everysec", "aof-no"]
+SAVE_POINTS = " ".join(map(str, RDB_SAVE_POINTS))
+
+
+@pytest.fixture
+def server_in(request) -> Iterator:
+    """``server_in("rdb", rdb_key_save_delay=...)`` starts a LabServer; all are closed after."""
+    servers: list[LabServer] = []
+
+    def start(mode: str, **extra) -> LabServer:
+        server = LabServer(**mode_directives(mode), **extra).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+# -- modes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_each_mode_configures_the_server_as_named(server_in, mode):
+    config = server_in(mode).client().config_get("*")
+    if mode == "none":
+        assert (config["save"], config["appendonly"]) == ("", "no")
+    elif mode == "rdb":
+        assert (config["save"], config["appendonly"]) == (SAVE_POINTS, "no")
+    else:
+        assert (config["save"], config["appendonly"]) == ("", "yes")
+        assert config["appendfsync"] == mode.removeprefix("aof-")
+
+
+def test_rdb_directives_differ_where_redis_62_reads_save_differently():
+    # 6.2 turns snapshots off when one --save carries several points: rely on its defaults.
+    assert mode_directives("rdb", (6, 2, 14))["save"] is None
+    assert mode_directives("rdb", (7, 0, 15))["save"] == list(RDB_SAVE_POINTS)
+
+
+@pytest.mark.parametrize("bad", ["aof", "RDB", "", None, 3])
+def test_unknown_mode_is_a_readable_error(bad):
+    with pytest.raises(InvalidPersistenceSetting, match=r"unknown persistence mode.*aof-everysec"):
+        mode_directives(bad)
+    with pytest.raises(InvalidPersistenceSetting):
+        crash_experiment(bad, 10)
+
+
+@pytest.mark.parametrize("count", [0, -5, 1.5, "10", True, 2_000_000])
+def test_bad_session_counts_are_readable_errors(count):
+    with pytest.raises(InvalidPersistenceSetting, match="number of sessions"):
+        crash_experiment("none", count)
+
+
+def test_errors_are_sessionlab_errors():
+    assert issubclass(InvalidPersistenceSetting, SessionError)
+    assert issubclass(InvalidPersistenceSetting, ValueError)
+    assert issubclass(PersistenceError, SessionError)
+
+
+# -- what a crash loses ------------------------------------------------------------------
+
+
+def test_no_persistence_loses_every_session():
+    result = crash_experiment("none", 300)
+    assert (result.written, result.survived, result.lost) == (300, 0, 300)
+
+
+def test_rdb_loses_exactly_the_writes_after_the_snapshot():
+    result = crash_experiment("rdb", 300, more_after_bgsave=70)
+    assert (result.written, result.snapshot, result.survived, result.lost) == (370, 300, 300, 70)
+
+
+def test_rdb_before_any_save_point_fired_loses_everything():
+    # The first save point is "3600 s and 1 write": nothing is on disk after a few seconds.
+    result = crash_experiment("rdb", 200)
+    assert (result.survived, result.lost) == (0, 200)
+
+
+@pytest.mark.parametrize("mode", AOF_MODES)
+def test_aof_loses_no_acknowledged_session_on_a_process_crash(mode):
+    result = crash_experiment(mode, 300, more_after_bgsave=50)
+    assert (result.written, result.survived, result.lost) == (350, 350, 0)
+
+
+def test_custom_directives_are_tried_as_given():
+    assert crash_experiment({"appendonly": True}, 100).survived == 100
+    assert crash_experiment({"save": "", "appendonly": False}, 100).survived == 0
+
+
+def test_survivors_are_the_same_sessions_with_the_same_data(server_in):
+    server = server_in("aof-everysec")
+    ids = write_sessions(SessionStore(server.client()), 20)
+    server.crash()
+    server.start()
+    store = SessionStore(server.client())
+    assert [store.get(i) for i in ids] == [profile(n) for n in range(20)]
+
+
+# -- TTLs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["rdb", "aof-everysec"])
+def test_ttls_are_absolute_across_a_restart(server_in, mode):
+    server = server_in(mode)
+    store = SessionStore(server.client())
+    store.create("stays", profile(1), ttl=3600)
+    store.create("expires-while-down", profile(2), ttl=2)
+    assert count_sessions(store, ["stays", "expires-while-down"]) == 2
+    if mode == "rdb":
+        bgsave(store.client)
+    server.crash()
+    time.sleep(2.2)  # the server is down while the short session's 2 s run out
+    server.start()
+    store = SessionStore(server.client())
+    assert store.get("stays") == profile(1)
+    assert store.get("expires-while-down") is None
+    # The clock ran on while the server was down: 2.2 s of the 3600 are gone, not restarted.
+    assert 3500 < store.ttl("stays") <= 3598
+
+
+# -- waiting for BGSAVE and BGREWRITEAOF --------------------------------------------------------
+
+
+def test_wait_for_bgsave_returns_once_the_snapshot_is_written(server_in):
+    # rdb-key-save-delay (µs per key) makes this BGSAVE take ~0.4 s: a wait that returns
+    # early would see rdb_bgsave_in_progress:1 and no dump.rdb.
+    server = server_in("rdb", rdb_key_save_delay=2000)
+    client = server.client()
+    write_sessions(SessionStore(client), 200)
+    assert client.execute_command("BGSAVE") in ("Background saving started", True)
+    info = wait_for_bgsave(client, timeout=30)
+    assert info["rdb_bgsave_in_progress"] == 0
+    assert info["rdb_last_bgsave_status"] == "ok"
+    assert info["rdb_changes_since_last_save"] == 0
+    assert "dump.rdb" in server.files()
+    server.crash()
+    server.start()
+    assert server.client().dbsize() == 200
+
+
+def test_wait_for_bgsave_times_out_with_a_sessionlab_error(server_in):
+    server = server_in("rdb", rdb_key_save_delay=100_000)  # 0.1 s per key: 20 s in all
+    client = server.client()
+    write_sessions(SessionStore(client), 200)
+    client.execute_command("BGSAVE")
+    with pytest.raises(PersistenceError, match=r"BGSAVE still running after 0.2 s"):
+        wait_for_bgsave(client, timeout=0.2)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "5", None])
+def test_wait_for_bgsave_rejects_a_bad_timeout(server_in, timeout):
+    with pytest.raises(InvalidPersistenceSetting, match="timeout"):
+        wait_for_bgsave(server_in("none").client(), timeout=timeout)
+
+
+def test_bgsave_waits_for_a_running_save_before_starting_its_own(server_in):
+    server = server_in("rdb", rdb_key_save_delay=1000)
+    client = server.client()
+    write_sessions(SessionStore(client), 200)
+    client.execute_command("BGSAVE")
+    info = bgsave(client)  # a plain second BGSAVE now would be an error
+    assert info["rdb_bgsave_in_progress"] == 0
+
+
+def test_bgsave_waits_for_a_running_aof_rewrite(server_in):
+    server = server_in("aof-everysec", rdb_key_save_delay=1000)
+    client = server.client()
+    write_sessions(SessionStore(client), 200)
+    client.execute_command("BGREWRITEAOF")  # a plain BGSAVE now would be refused
+    info = bgsave(client)
+    assert (info["rdb_bgsave_in_progress"], info["rdb_last_bgsave_status"]) == (0, "ok")
+    assert "dump.rdb" in server.files()
+
+
+def test_a_failed_bgsave_is_a_sessionlab_error(server_in):
+    server = server_in("rdb")
+    client = server.client()
+    write_sessions(SessionStore(client), 10)
+    shutil.rmtree(server.dir)  # the snapshot's temporary file cannot be created any more
+    client.execute_command("BGSAVE")
+    with pytest.raises(PersistenceError, match="the last BGSAVE failed"):
+        wait_for_bgsave(client)
+    server.crash()  # a clean shutdown would try (and fail) to save again, for 10 s
+
+
+def test_bgrewriteaof_shrinks_the_aof_and_keeps_every_session(server_in):
+    server = server_in("aof-everysec", rdb_key_save_delay=1000)
+    store = SessionStore(server.client())
+    ids = write_sessions(store, 200)
+    for round_ in range(5):  # every update appends a command; only the last one matters
+        for number, session_id in enumerate(ids):
+            store.update(session_id, profile(number + round_))
+    before = aof_size(server)
+    store.client.execute_command("BGREWRITEAOF")
+    info = wait_for_aof_rewrite(store.client, timeout=30)
+    assert (info["aof_rewrite_in_progress"], info["aof_last_bgrewrite_status"]) == (0, "ok")
+    after = aof_size(server)
+    assert after < before / 3
+    server.crash()
+    server.start()
+    store = SessionStore(server.client())
+    assert [store.get(i) for i in ids] == [profile(n + 4) for n in range(200)]
+
+
+def test_rewrite_aof_helper_returns_after_the_rewrite(server_in):
+    server = server_in("aof-no", rdb_key_save_delay=1000)
+    write_sessions(SessionStore(server.client()), 200)
+    info = rewrite_aof(server.client())
+    assert info["aof_rewrite_in_progress"] == 0
+    assert info["aof_rewrite_scheduled"] == 0
+
+
+# -- files on disk --------------------------------------------------------------------------
+
+
+def test_aof_layout_of_the_running_version(server_in):
+    server = server_in("aof-everysec")
+    write_sessions(SessionStore(server.client()), 3)
+    names = [path.name for path in aof_files(server)]
+    if VERSION >= (7,):
+        assert names == [
+            "appendonly.aof.manifest",
+            "appendonly.aof.1.base.rdb",
+            "appendonly.aof.1.incr.aof",
+        ]
+        assert all(f.startswith("appendonlydir/") for f in server.files())
+    else:
+        assert names == ["appendonly.aof"]
+        assert server.files() == ["appendonly.aof"]
+    assert aof_size(server) > 0
+
+
+def test_the_aof_holds_session_writes_with_absolute_expiry(server_in):
+    server = server_in("aof-always")
+    SessionStore(server.client()).create("abc", profile(0), ttl=3600)
+    commands = aof_commands(aof_files(server)[-1], limit=20)
+    sets = [c for c in commands if c[0] == "SET" and c[1] == "session:{abc}"]
+    assert len(sets) == 1
+    # SET ... EX 3600 is logged as SET ... PXAT <unix ms>: replaying it later keeps the deadline.
+    assert sets[0][3] == "PXAT"
+    assert abs(int(sets[0][4]) - (time.time() + 3600) * 1000) < 60_000
+
+
+def test_rdb_snapshot_is_dump_rdb(server_in):
+    server = server_in("rdb")
+    write_sessions(SessionStore(server.client()), 10)
+    assert "dump.rdb" not in server.files()
+    bgsave(server.client())
+    assert "dump.rdb" in server.files()
+    assert (server.dir / "dump.rdb").read_bytes().startswith(b"REDIS00")
+
+
+# -- throughput -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["none", "aof-always"])
+def test_throughput_measures_the_writes_it_made(mode):
+    result = measure_write_throughput(mode, 200)
+    assert (result.mode, result.writes) == (mode, 200)
+    assert result.seconds > 0
+    assert result.ops_per_second == pytest.approx(200 / result.seconds)
+
+
+def test_throughput_rejects_bad_input():
+    with pytest.raises(InvalidPersistenceSetting, match="number of writes"):
+        measure_write_throughput("none", 0)
+    with pytest.raises(InvalidPersistenceSetting, match="unknown persistence mode"):
+        measure_write_throughput("fsync", 10)
+
+
+# -- the panel --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def panel() -> Iterator[PersistencePanel]:
+    made = PersistencePanel(sessions=300)
+    yield made
+    made.close()
+    assert made.server is None
+
+
+def test_panel_none_mode_loses_everything(panel):
+    panel.write_button.click()
+    assert panel.found == 300
+    assert "written: 300 · found: 300 · lost: 0" in panel.result.value
+    panel.crash_button.click()
+    assert "server down" in panel.result.value
+    panel.restart_button.click()
+    assert "written: 300 · found: 0 · lost: 300" in panel.result.value
+    assert "0 of 300 sessions survived" in panel.status_text
+
+
+def test_panel_rdb_shows_the_writes_after_bgsave_as_lost(panel):
+    panel.mode.value = "rdb"
+    panel.write_button.click()
+    panel.bgsave_button.click()
+    assert "Snapshot on disk" in panel.status_text
+    panel.sessions.value = 40
+    panel.write_button.click()
+    panel.crash_button.click()
+    panel.restart_button.click()
+    assert (panel.written, panel.found, panel.lost) == (340, 300, 40)
+    assert "written: 340 · found: 300 · lost: 40" in panel.result.value
+    assert "rdb_bgsave_in_progress:0" in panel.log_text
+
+
+@pytest.mark.parametrize("mode", AOF_MODES)
+def test_panel_aof_loses_nothing(panel, mode):
+    panel.mode.value = mode
+    panel.write_button.click()
+    panel.crash_button.click()
+    panel.restart_button.click()
+    assert "written: 300 · found: 300 · lost: 0" in panel.result.value
+    assert "appendonly yes" in panel.log_text
+
+
+@pytest.mark.parametrize(
+    ("sessions", "message"),
+    [(0, "number of sessions is 0: use 1 to"), (-3, "use 1 to"), (500_000, "at most 100,000")],
+)
+def test_panel_shows_bad_counts_in_the_status_line(panel, sessions, message):
+    panel.sessions.value = sessions
+    panel.write_button.click()
+    assert "InvalidPersistenceSetting" in panel.status_text
+    assert message in panel.status_text
+    assert panel.server is None  # nothing was started for a bad request
+
+
+def test_panel_explains_buttons_clicked_out_of_order(panel):
+    panel.crash_button.click()
+    assert "No server to crash: click Write sessions first." in panel.status_text
+    panel.restart_button.click()
+    assert "click Write sessions first" in panel.status_text
+    panel.write_button.click()
+    panel.crash_button.click()
+    panel.write_button.click()
+    assert "The server is down (crashed): click Restart first" in panel.status_text
+    panel.bgsave_button.click()
+    assert "The server is down" in panel.status_text
+
+
+def test_panel_new_mode_throws_the_old_server_away(panel):
+    panel.write_button.click()
+    old = panel.server
+    assert old is not None and old.running
+    panel.mode.value = "aof-always"
+    assert panel.server is None and not old.running
+    assert (panel.written, panel.found) == (0, None)
+    assert "Mode aof-always" in panel.status_text
+
+
+def test_panel_rejects_an_unknown_mode():
+    with pytest.raises(InvalidPersistenceSetting, match="unknown persistence mode 'fast'"):
+        PersistencePanel(mode="fast")
