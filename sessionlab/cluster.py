@@ -1,0 +1,589 @@
+"""A real Redis Cluster on 127.0.0.1, for lessons and tests: :class:`LabCluster`.
+
+Every node is a :class:`~sessionlab.server.LabServer` in cluster mode. The cluster is built
+with the raw commands an operator (or ``redis-cli --cluster create``) would send:
+
+1. ``CLUSTER ADDSLOTS``: each master takes a contiguous range of the 16384 hash slots,
+2. ``CLUSTER SET-CONFIG-EPOCH``: a distinct epoch per node, so no epoch collision to resolve,
+3. ``CLUSTER MEET``: the nodes learn about each other (gossip does the rest),
+4. ``CLUSTER REPLICATE``: each replica follows its master.
+
+Doing it from Python rather than through ``redis-cli --cluster create`` needs no second
+binary of the same version, sleeps for no fixed second per step (we poll), and lets a lesson
+show each step. Moving slots (:meth:`LabCluster.move_slots`) likewise uses ``CLUSTER SETSLOT
+IMPORTING/MIGRATING``, ``MIGRATE`` and ``CLUSTER SETSLOT NODE``, exactly what ``redis-cli
+--cluster reshard`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import PRIMARY, ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from .errors import ServerError
+from .server import HOST, LabServer, find_redis_server, free_port, server_version
+
+SLOTS = 16384
+NODE_TIMEOUT_MS = 1000
+WAIT_TIMEOUT = 15.0
+MIGRATE_BATCH = 200  # keys per MIGRATE
+SLOT_BATCH = 1024  # slots moved per round of pipelined commands
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One row of :meth:`LabCluster.cluster_map`: what a node says about itself now."""
+
+    name: str  # "node 1" ... in start order; stable across failovers
+    port: int
+    role: str  # "master", "replica" or "down"
+    slots: tuple[tuple[int, int], ...]  # inclusive ranges this node serves (masters)
+    keys: int | None  # DBSIZE (None when down)
+    master: str | None  # the name of the master a replica follows
+    link_up: bool | None  # a replica's master_link_status is "up"
+
+    @property
+    def slot_count(self) -> int:
+        return sum(last - first + 1 for first, last in self.slots)
+
+    def slot_text(self) -> str:
+        """``0-5460`` or ``0-1364,5461-6825``; ``-`` for none."""
+        return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in self.slots) or "-"
+
+
+class LabCluster:
+    """A Redis Cluster of real ``redis-server`` nodes owned by this process.
+
+    ``LabCluster(masters=3, replicas=1)`` starts 3 masters that share the 16384 slots and
+    one replica per master; any other keyword is a directive for every node (e.g.
+    ``maxmemory="8mb"``). Use it as a context manager, or call :meth:`start` and
+    :meth:`close`. Like a :class:`LabServer`, every node dies with this process.
+    """
+
+    def __init__(
+        self, masters: int = 3, replicas: int = 1, *, binary: str | None = None, **directives: Any
+    ) -> None:
+        if isinstance(masters, bool) or not isinstance(masters, int) or masters < 3:
+            raise ServerError(
+                f"masters={masters!r}: a cluster needs at least 3 masters (a majority of them "
+                "must agree to fail over a dead one); pass masters=3 or more."
+            )
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise ServerError(f"replicas={replicas!r}: pass a whole number >= 0 per master.")
+        self.binary = find_redis_server(binary)
+        self.masters_at_start = masters
+        self.replicas_per_master = replicas
+        self.directives = {**self._cluster_directives(), **directives}
+        self.nodes: list[LabServer] = []
+        self._ids: dict[LabServer, str] = {}
+        self._names: dict[LabServer, str] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> LabCluster:
+        """Start the nodes, build the cluster, and wait until it serves every slot."""
+        if self.nodes:
+            return self
+        try:
+            count = self.masters_at_start * (1 + self.replicas_per_master)
+            for _ in range(count):
+                self._start_node()
+            masters = self.nodes[: self.masters_at_start]
+            for node, (first, last) in zip(masters, slot_ranges(len(masters)), strict=True):
+                self._raw(node).execute_command("CLUSTER", "ADDSLOTS", *range(first, last + 1))
+            for epoch, node in enumerate(self.nodes, start=1):
+                self._raw(node).execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
+            for node in self.nodes[1:]:
+                self._raw(self.nodes[0]).execute_command("CLUSTER", "MEET", HOST, node.port)
+            self._wait(self._everyone_known, "every node to know every other node")
+            for index, replica in enumerate(self.nodes[self.masters_at_start :]):
+                master = masters[index % len(masters)]
+                self._raw(replica).execute_command("CLUSTER", "REPLICATE", self.node_id(master))
+            self.wait_until_ok()
+        except redis.RedisError as error:
+            self.close()
+            raise ServerError(
+                f"Building the cluster failed: {error}. Check the directives passed to "
+                "LabCluster (cluster mode must stay enabled)."
+            ) from error
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop every node and delete their data directories."""
+        nodes, self.nodes = self.nodes, []
+        for node in nodes:
+            node.close()
+        self._ids.clear()
+        self._names.clear()
+
+    def __enter__(self) -> LabCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        up = sum(node.running for node in self.nodes)
+        return f"<LabCluster {len(self.nodes)} nodes, {up} running>"
+
+    # -- clients -----------------------------------------------------------------------
+
+    def client(self, failover_timeout: float = 10.0, **kwargs: Any) -> RedisCluster:
+        """A ``RedisCluster`` client (``decode_responses=True``) that waits out a failover.
+
+        While a dead master's replica is being promoted (about 2 s here), every command on
+        its slots fails with ``ConnectionError``. This client retries such a command with a
+        short backoff for up to ``failover_timeout`` seconds, so a read is slow instead of
+        failing. ``failover_timeout=0`` gives plain redis-py behaviour: you see each failure.
+        """
+        kwargs.setdefault("decode_responses", True)
+        kwargs.setdefault("socket_connect_timeout", 1.0)
+        kwargs.setdefault("socket_timeout", 5.0)
+        kwargs.setdefault("retry", Retry(NoBackoff(), 3 if failover_timeout else 0))
+        startup = [ClusterNode(HOST, node.port) for node in self.nodes if node.running]
+        if not startup:
+            raise ServerError("No node of the cluster is running: start() one first.")
+        return FailoverTolerantCluster(
+            startup_nodes=startup, failover_timeout=failover_timeout, **kwargs
+        )
+
+    # -- who holds what ----------------------------------------------------------------
+
+    def node_id(self, node: LabServer) -> str:
+        """The node's 40-hex cluster id (kept in its ``nodes.conf`` across restarts)."""
+        if node not in self._ids:
+            self._ids[node] = self._raw(node).execute_command("CLUSTER", "MYID")
+        return self._ids[node]
+
+    def name(self, node: LabServer) -> str:
+        """``node 1``, ``node 2``, ... in start order."""
+        return self._names[node]
+
+    @staticmethod
+    def slot(key: str) -> int:
+        """The hash slot of ``key`` (what ``CLUSTER KEYSLOT key`` answers)."""
+        return key_slot(key.encode())
+
+    def master_of(self, key_or_slot: str | int) -> LabServer:
+        """The master that serves the slot of a key (or a slot number) now."""
+        slot = key_or_slot if isinstance(key_or_slot, int) else self.slot(key_or_slot)
+        for node_id, ranges in self._slot_map(self._any_running()).items():
+            if any(first <= slot <= last for first, last in ranges):
+                return self._by_id(node_id)
+        raise ServerError(f"No master serves slot {slot}: wait_until_ok() first.")
+
+    def replicas_of(self, master: LabServer) -> list[LabServer]:
+        """The running replicas that follow ``master`` (asked via ``INFO replication``)."""
+        found = []
+        for node in self.nodes:
+            if node is master or not node.running:
+                continue
+            info = self._raw(node).info("replication")
+            if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                found.append(node)
+        return found
+
+    def replica_of(self, key_or_slot: str | int) -> LabServer:
+        """A replica of the master that holds a key (or a slot)."""
+        master = self.master_of(key_or_slot)
+        replicas = self.replicas_of(master)
+        if not replicas:
+            raise ServerError(f"{self.name(master)} has no running replica.")
+        return replicas[0]
+
+    @property
+    def masters(self) -> list[LabServer]:
+        """Running masters (with or without slots), in start order."""
+        return [node for node in self.nodes if node.running and self._role(node) == "master"]
+
+    @property
+    def replicas(self) -> list[LabServer]:
+        """Running replicas, in start order."""
+        return [node for node in self.nodes if node.running and self._role(node) == "replica"]
+
+    def cluster_map(self) -> list[NodeInfo]:
+        """Every node in start order: role, slot ranges and key count, as each reports it."""
+        rows = []
+        for node in self.nodes:
+            name = self.name(node)
+            if not node.running:
+                rows.append(NodeInfo(name, node.port, "down", (), None, None, None))
+                continue
+            raw = self._raw(node)
+            me = next(line for line in _node_lines(raw) if "myself" in line[2])
+            info = raw.info("replication")
+            role = "master" if "master" in me[2] else "replica"
+            master = link = None
+            if role == "replica":
+                master = self._name_by_port(int(info.get("master_port", 0)))
+                link = info.get("master_link_status") == "up"
+            rows.append(
+                NodeInfo(name, node.port, role, _ranges(me[8:]), raw.dbsize(), master, link)
+            )
+        return rows
+
+    # -- waiting -----------------------------------------------------------------------
+
+    def wait_until_ok(self, timeout: float = WAIT_TIMEOUT) -> None:
+        """Wait until the running nodes agree on who serves every slot, all of them running.
+
+        That is: every running node says ``cluster_state:ok``, all see the same slot map,
+        every slot's master is a running node, and every replica's link is up. Right after
+        a master is killed this waits for its replica to be promoted.
+        """
+        self._wait(
+            self._healthy, "the cluster to be ok (every slot served, replicas linked)", timeout
+        )
+
+    # -- scaling out -------------------------------------------------------------------
+
+    def add_master(self) -> LabServer:
+        """Start a new, empty master and join it (``CLUSTER MEET``); it serves no slot yet."""
+        node = self._start_node()
+        try:
+            self._raw(self._any_running(but=node)).execute_command(
+                "CLUSTER", "MEET", HOST, node.port
+            )
+            self._wait(self._everyone_known, "the new node to join")
+            self.wait_until_ok()  # a new master refuses commands (CLUSTERDOWN) for ~2 s
+        except BaseException:
+            self.nodes.remove(node)
+            node.close()
+            raise
+        return node
+
+    def move_slots(
+        self,
+        slots: Iterable[int],
+        to: LabServer,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> int:
+        """Move slots (with their keys) to the master ``to``; returns the keys moved.
+
+        Per slot, as ``redis-cli --cluster reshard`` does: ``SETSLOT IMPORTING`` on the
+        target, ``SETSLOT MIGRATING`` on the source, ``MIGRATE`` its keys in batches, then
+        ``SETSLOT NODE`` on every master. Meanwhile a key still on the source is served
+        there and one already moved answers ``ASK``, which cluster clients follow: reads
+        keep working during the move. ``on_batch(slots_done)`` runs after each batch.
+        """
+        wanted = sorted(set(slots))
+        if not wanted or not all(isinstance(s, int) and 0 <= s < SLOTS for s in wanted):
+            raise ServerError(f"slots must be numbers 0-{SLOTS - 1}; got {wanted[:5]!r}...")
+        if to not in self._names or not to.running:
+            raise ServerError("move_slots(to=...) must be a running node of this cluster.")
+        if self._role(to) != "master":
+            raise ServerError(f"{self.name(to)} is a replica: move slots to a master.")
+        owners = self._slot_map(to)
+        by_source: dict[str, list[int]] = {}
+        for slot in wanted:
+            owner = next(
+                (nid for nid, ranges in owners.items() if any(a <= slot <= b for a, b in ranges)),
+                None,
+            )
+            if owner is None:
+                raise ServerError(f"Slot {slot} has no master: wait_until_ok() first.")
+            if owner != self.node_id(to):
+                by_source.setdefault(owner, []).append(slot)
+        moved_keys = done = 0
+        for source_id, source_slots in by_source.items():
+            source = self._by_id(source_id)
+            for start in range(0, len(source_slots), SLOT_BATCH):
+                batch = source_slots[start : start + SLOT_BATCH]
+                try:
+                    moved_keys += self._move_batch(batch, source, to)
+                except redis.RedisError as error:
+                    raise ServerError(
+                        f"Moving slots {batch[0]}-{batch[-1]} from {self.name(source)} to "
+                        f"{self.name(to)} failed: {error}. Some may be left half-moved "
+                        "(MIGRATING/IMPORTING): `redis-cli --cluster fix` repairs that."
+                    ) from error
+                done += len(batch)
+                if on_batch is not None:
+                    on_batch(done)
+        return moved_keys
+
+    def reshard(self, to: LabServer, count: int | None = None) -> int:
+        """Move ``count`` slots to ``to``, taken evenly from the other masters.
+
+        The default gives ``to`` an equal share (16384 / number of masters). Returns the
+        number of keys moved.
+        """
+        holders = {  # masters that serve slots now (not ``to``, not a dead one without slots)
+            nid: ranges
+            for nid, ranges in self._slot_map(to).items()
+            if ranges and nid != self.node_id(to)
+        }
+        if count is None:
+            count = SLOTS // (len(holders) + 1)
+        held = {
+            nid: [s for a, b in ranges for s in range(a, b + 1)] for nid, ranges in holders.items()
+        }
+        total = sum(len(v) for v in held.values())
+        if not 0 < count <= total:
+            raise ServerError(f"count={count}: pass 1 to {total} slots to move.")
+        chosen: list[int] = []
+        for index, (_nid, owned) in enumerate(sorted(held.items(), key=lambda kv: kv[1][0])):
+            share = (
+                count - len(chosen) if index == len(held) - 1 else round(count * len(owned) / total)
+            )
+            chosen += owned[:share]
+        return self.move_slots(chosen, to)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _cluster_directives(self) -> dict[str, Any]:
+        directives: dict[str, Any] = {
+            "cluster_enabled": True,
+            "cluster_config_file": "nodes.conf",
+            "cluster_node_timeout": NODE_TIMEOUT_MS,
+        }
+        if server_version(self.binary) >= (7, 0, 0):
+            # 7.0 makes diskless replication the default and waits 5 s for more replicas
+            # before the first full sync; we have them all at once.
+            directives["repl_diskless_sync_delay"] = 0
+        return directives
+
+    def _start_node(self) -> LabServer:
+        """Start one node on a port whose bus port (+10000) is free, and no other node's."""
+        taken = {p for node in self.nodes for p in (node.port, node.port + 10000)}
+        last_error: ServerError | None = None
+        for _ in range(5):
+            port = free_port()
+            if port in taken or port + 10000 in taken:
+                continue
+            node = LabServer(port=port, binary=self.binary, **self.directives)
+            try:
+                node.start()
+            except ServerError as error:
+                node.close()
+                last_error = error
+                continue
+            self.nodes.append(node)
+            self._names[node] = f"node {len(self.nodes)}"
+            return node
+        raise last_error or ServerError("Found no free port pair for a cluster node.")
+
+    def _raw(self, node: LabServer) -> redis.Redis:
+        return node.client(socket_timeout=5.0, socket_connect_timeout=1.0)
+
+    def _any_running(self, but: LabServer | None = None) -> LabServer:
+        for node in self.nodes:
+            if node.running and node is not but:
+                return node
+        raise ServerError("No node of the cluster is running.")
+
+    def _by_id(self, node_id: str) -> LabServer:
+        for node in self.nodes:
+            if self._ids.get(node) == node_id:
+                return node
+        for node in self.nodes:
+            if node.running and self.node_id(node) == node_id:
+                return node
+        raise ServerError(f"Node {node_id} is not one of this cluster's nodes.")
+
+    def _name_by_port(self, port: int) -> str | None:
+        return next((self.name(n) for n in self.nodes if n.port == port), None)
+
+    def _role(self, node: LabServer) -> str:
+        me = next(line for line in _node_lines(self._raw(node)) if "myself" in line[2])
+        return "master" if "master" in me[2] else "replica"
+
+    def _slot_map(self, node: LabServer) -> dict[str, tuple[tuple[int, int], ...]]:
+        """``{master_id: slot ranges}`` as ``node`` sees the cluster."""
+        return {
+            line[0]: _ranges(line[8:])
+            for line in _node_lines(self._raw(node))
+            if "master" in line[2] and len(line) > 8
+        }
+
+    def _everyone_known(self) -> bool:
+        running = [node for node in self.nodes if node.running]
+        for node in running:
+            lines = _node_lines(self._raw(node))
+            known = [
+                line for line in lines if "handshake" not in line[2] and "noaddr" not in line[2]
+            ]
+            if len(known) < len(self.nodes):
+                return False
+        return True
+
+    def _healthy(self) -> bool:
+        running = [node for node in self.nodes if node.running]
+        running_ids = {self.node_id(node) for node in running}
+        maps = []
+        for node in running:
+            raw = self._raw(node)
+            if "cluster_state:ok" not in raw.execute_command("CLUSTER", "INFO"):
+                return False
+            lines = _node_lines(raw)
+            me = next(line for line in lines if "myself" in line[2])
+            if "slave" in me[2] and raw.info("replication").get("master_link_status") != "up":
+                return False
+            # Who serves which slots, and whom each running replica follows: clients build
+            # their map from any node's view, so every view must be complete and the same.
+            maps.append(
+                sorted(
+                    (line[0], "master" in line[2], line[3], _ranges(line[8:]))
+                    for line in lines
+                    if line[0] in running_ids or _ranges(line[8:])
+                )
+            )
+        if not maps or any(view != maps[0] for view in maps):
+            return False
+        served = [(nid, ranges) for nid, is_master, _m, ranges in maps[0] if is_master and ranges]
+        if sum(b - a + 1 for _nid, ranges in served for a, b in ranges) != SLOTS:
+            return False
+        return all(nid in running_ids for nid, _ranges_ in served)
+
+    def _wait(self, ready: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                if ready():
+                    return
+            except (redis.RedisError, StopIteration) as error:  # a node busy or restarting
+                last = error
+            time.sleep(0.02)
+        detail = f" (last error: {last})" if last else ""
+        raise ServerError(
+            f"Timed out after {timeout:.0f} s waiting for {what}{detail}. "
+            f"cluster_map() shows each node's view; a master without a running replica "
+            "cannot be replaced: start() it again."
+        )
+
+    def _move_batch(self, slots: Sequence[int], source: LabServer, target: LabServer) -> int:
+        src, dst = self._raw(source), self._raw(target)
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        pipe = dst.pipeline(transaction=False)
+        for slot in slots:
+            pipe.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        pipe.execute()
+        pipe = src.pipeline(transaction=False)
+        for slot in slots:
+            pipe.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        pipe.execute()
+        moved, pending = 0, list(slots)
+        while pending:  # one round trip per step for the whole batch, not one per slot
+            pipe = src.pipeline(transaction=False)
+            for slot in pending:
+                pipe.execute_command("CLUSTER", "GETKEYSINSLOT", slot, MIGRATE_BATCH)
+            keys_per_slot = dict(zip(pending, pipe.execute(), strict=True))
+            pending = [slot for slot, keys in keys_per_slot.items() if keys]
+            pipe = src.pipeline(transaction=False)
+            for slot in pending:  # MIGRATE takes keys of one slot at a time
+                keys = keys_per_slot[slot]
+                pipe.execute_command("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+            pipe.execute()
+        others = [n for n in self.masters if n not in (source, target)]  # replicas refuse
+        for node in [target, source, *others]:
+            pipe = self._raw(node).pipeline(transaction=False)
+            for slot in slots:
+                pipe.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            pipe.execute()
+        return moved
+
+
+#: What a cluster answers while a master is dead and before its replica takes over.
+FAILOVER_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+
+
+class FailoverTolerantCluster(RedisCluster):
+    """``RedisCluster`` that retries a command through a failover, with backoff.
+
+    redis-py already retries a failed command a few times and refreshes its slot map in
+    between, but without waiting, so all retries fail within milliseconds of a master's
+    death. Here each round of retries is repeated after 50-250 ms until
+    ``failover_timeout`` seconds have passed. Like redis-py's own retries, a write whose
+    reply was lost may run twice: keep writes idempotent (``SET``) where that matters.
+    """
+
+    def __init__(self, *args: Any, failover_timeout: float = 10.0, **kwargs: Any) -> None:
+        self.failover_timeout = failover_timeout  # set first: __init__ already sends commands
+        super().__init__(*args, **kwargs)
+
+    def get_node(
+        self, host: str | None = None, port: int | None = None, node_name: str | None = None
+    ) -> ClusterNode | None:
+        """Also a node the client has not met yet, when an ``ASK`` redirect names it.
+
+        redis-py 8.1 follows ``ASK host:port`` by looking the node up in its slot map; a
+        master that serves no slot yet (just added, importing its first slots) is not in
+        it, and the command dies with ``AttributeError``. Here such a node is added.
+        """
+        node = super().get_node(host, port, node_name)
+        if node is None and node_name and host is None and port is None:
+            node_host, _, node_port = node_name.rpartition(":")
+            node = ClusterNode(node_host, int(node_port), server_type=PRIMARY)
+            self.nodes_manager.nodes_cache[node.name] = node
+        return node
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.failover_timeout
+        delay = 0.05
+        while True:
+            try:
+                return super().execute_command(*args, **kwargs)
+            except FAILOVER_ERRORS:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+
+
+def slot_ranges(masters: int) -> list[tuple[int, int]]:
+    """Split the 16384 slots into ``masters`` contiguous ranges, as ``redis-cli`` does."""
+    per_node = SLOTS / masters
+    ranges, first, cursor = [], 0, 0.0
+    for index in range(masters):
+        last = SLOTS - 1 if index == masters - 1 else round(cursor + per_node - 1)
+        ranges.append((first, last))
+        first, cursor = last + 1, cursor + per_node
+    return ranges
+
+
+def _node_lines(raw: redis.Redis) -> list[list[str]]:
+    """``CLUSTER NODES``, one list of fields per node: id, address, flags, master, ..., slots."""
+    text = raw.execute_command("CLUSTER", "NODES")
+    return [line.split() for line in str(text).splitlines() if line.strip()]
+
+
+def _ranges(fields: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """``["0-5460", "5462", "[5461->-id]"]`` -> ``((0, 5460), (5462, 5462))`` (merged)."""
+    ranges: list[tuple[int, int]] = []
+    for field in fields:
+        if field.startswith("["):  # a slot being imported or migrated
+            continue
+        first, _, last = field.partition("-")
+        a, b = int(first), int(last or first)
+        if ranges and ranges[-1][1] + 1 == a:
+            ranges[-1] = (ranges[-1][0], b)
+        else:
+            ranges.append((a, b))
+    return tuple(ranges)

@@ -1,0 +1,327 @@
+"""LabCluster and the SessionStore on a real Redis Cluster (3 masters + 3 replicas).
+
+One cluster serves the whole module (bring-up takes ~2 s); tests that kill a node wait
+until the cluster is whole again before they end, so the next test starts from a healthy
+cluster. Tests that change its shape (a new master) or break it on purpose use their own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
+
+from sessionlab import LabCluster, LabServer, ServerError, SessionStore
+from sessionlab.cluster import SLOTS, FailoverTolerantCluster, slot_ranges
+from sessionlab.server import running_servers
+from sessionlab.widgets.cluster import ClusterMapPanel
+
+PROFILE = {"user_id": "U001", "name": "Rohith", "preferences": {"theme": "dark"}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LabCluster(masters=3, replicas=1) as lab:
+        yield lab
+
+
+@pytest.fixture
+def healthy(cluster):
+    cluster.wait_until_ok()
+    yield cluster
+    cluster.wait_until_ok()
+
+
+@pytest.fixture
+def store(healthy):
+    client = healthy.client()
+    yield SessionStore(client, prefix="t")
+    client.close()
+
+
+def ids(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{i:04d}" for i in range(count)]
+
+
+# -- bring-up ------------------------------------------------------------------------------
+
+
+def test_bring_up_gives_three_masters_with_all_slots_and_three_linked_replicas(healthy):
+    rows = healthy.cluster_map()
+    masters = [row for row in rows if row.role == "master"]
+    replicas = [row for row in rows if row.role == "replica"]
+    assert len(rows) == 6
+    assert len(masters) == 3 and len(replicas) == 3
+    assert sorted(range_ for row in masters for range_ in row.slots) == slot_ranges(3)
+    assert sum(row.slot_count for row in masters) == SLOTS
+    assert all(row.link_up for row in replicas)
+    assert sorted(row.master for row in replicas) == sorted(row.name for row in masters)
+    for node in healthy.nodes:
+        info = node.client().execute_command("CLUSTER", "INFO")
+        assert "cluster_state:ok" in info
+        assert "cluster_known_nodes:6" in info
+
+
+def test_client_is_a_cluster_client_that_sees_every_node(healthy):
+    client = healthy.client()
+    try:
+        assert isinstance(client, RedisCluster)
+        assert isinstance(client, FailoverTolerantCluster)
+        assert len(client.get_primaries()) == 3
+        assert client.set("plain-key", "v") and client.get("plain-key") == "v"
+    finally:
+        client.close()
+
+
+def test_only_seven_dot_zero_nodes_get_the_replication_delay_directive(cluster):
+    version = cluster.nodes[0].version
+    if version >= (7, 0, 0):
+        delay = cluster.nodes[0].client().config_get("repl-diskless-sync-delay")
+        assert delay == {"repl-diskless-sync-delay": "0"}
+    else:
+        assert "repl_diskless_sync_delay" not in cluster.directives
+
+
+def test_bad_sizes_raise_a_sessionlab_error_before_starting_anything():
+    before = set(running_servers())
+    with pytest.raises(ServerError, match="at least 3 masters"):
+        LabCluster(masters=2)
+    with pytest.raises(ServerError, match="replicas"):
+        LabCluster(replicas=-1)
+    assert set(running_servers()) == before
+
+
+def test_a_failed_bring_up_leaves_no_server_running():
+    before = set(running_servers())
+    lab = LabCluster(masters=3, replicas=0, cluster_enabled=False)
+    with pytest.raises(ServerError, match="Building the cluster failed"):
+        lab.start()
+    assert lab.nodes == []
+    assert set(running_servers()) == before
+
+
+# -- the session store, unchanged, on the cluster ----------------------------------------
+
+
+def test_store_crud_ttl_and_touch_work_on_the_cluster(store):
+    assert store.create("crud", PROFILE, ttl=120)
+    assert store.get("crud") == PROFILE
+    assert 0 < store.ttl("crud") <= 120
+    assert store.update("crud", {**PROFILE, "name": "Alice"})
+    assert store.get("crud")["name"] == "Alice"
+    assert 0 < store.ttl("crud") <= 120  # update keeps the TTL
+    assert store.touch("crud", ttl=900)
+    assert 120 < store.ttl("crud") <= 900
+    assert store.delete("crud")
+    assert store.get("crud") is None
+    assert store.update("crud", PROFILE) is False
+    assert store.touch("crud") is False
+
+
+def test_cart_lua_scripts_work_on_the_cluster(store):
+    store.create("cart", PROFILE, ttl=300)
+    assert store.add_to_cart("cart", "sku-1", 2) == 2
+    assert store.add_to_cart("cart", "sku-1", 3) == 5
+    assert store.add_to_cart("cart", "sku-2") == 1
+    assert store.remove_from_cart("cart", "sku-1", 1) == 4
+    assert store.remove_from_cart("cart", "sku-2") == 0
+    assert store.get_cart("cart") == {"sku-1": 4}
+    assert 0 < store.client.ttl(store.cart_key("cart")) <= 300
+    assert store.add_to_cart("no-such-session", "sku-1") is None
+    store.delete("cart")
+    assert store.get_cart("cart") == {}
+
+
+def test_a_sessions_two_keys_share_a_slot_and_the_server_agrees(healthy, store):
+    raw = healthy.nodes[0].client()
+    for session_id in ["a", "user-0001", SessionStore.new_id()]:
+        profile, cart = store.key(session_id), store.cart_key(session_id)
+        slot = healthy.slot(profile)
+        assert slot == healthy.slot(cart)
+        assert raw.execute_command("CLUSTER", "KEYSLOT", profile) == slot
+        assert raw.execute_command("CLUSTER", "KEYSLOT", cart) == slot
+    # Without the hash tag the two keys would land in different slots.
+    assert healthy.slot("session:user-0001") != healthy.slot("session:user-0001:cart")
+
+
+def test_cross_slot_mget_raises_in_the_client_and_on_the_server(healthy, store):
+    a, b = store.key("user-0001"), store.key("user-0002")
+    assert healthy.slot(a) != healthy.slot(b)
+    with pytest.raises(RedisClusterException):
+        store.client.mget(a, b)
+    owner = healthy.master_of(a)
+    with pytest.raises(ClusterCrossSlotError, match="don't hash to the same slot"):
+        owner.client().mget(a, b)
+    assert store.client.mget(store.key("x"), store.cart_key("x")) == [None, None]
+
+
+def test_a_plain_client_on_the_wrong_node_gets_moved(healthy):
+    key = "t:{moved}"
+    owner = healthy.master_of(key)
+    other = next(node for node in healthy.masters if node is not owner)
+    with pytest.raises(MovedError) as moved:  # redis-py keeps "slot host:port" of "MOVED ..."
+        other.client().get(key)
+    assert str(moved.value) == f"{healthy.slot(key)} 127.0.0.1:{owner.port}"
+
+
+def test_master_and_replica_of_a_key(healthy):
+    key = "t:{user-0001}"
+    master, replica = healthy.master_of(key), healthy.replica_of(key)
+    assert master in healthy.masters and replica in healthy.replicas
+    assert replica.client().info("replication")["master_port"] == master.port
+    first, last = next(
+        r for row in healthy.cluster_map() if row.port == master.port for r in row.slots
+    )
+    assert first <= healthy.slot(key) <= last
+
+
+# -- failover ------------------------------------------------------------------------------
+
+
+def test_killing_a_master_loses_no_acknowledged_session(healthy):
+    client = healthy.client()
+    store = SessionStore(client, prefix="fo")
+    sessions = ids("fo", 400)
+    for number, session_id in enumerate(sessions):
+        store.create(session_id, {**PROFILE, "n": number}, ttl=3600)
+        store.add_to_cart(session_id, "sku-1", number % 7 + 1)
+    # WAIT on the connections that wrote: each master's replica has acknowledged it all.
+    for node in client.get_primaries():
+        assert client.get_redis_connection(node).wait(1, 2000) == 1
+
+    victim_key = store.key(sessions[1])
+    master, replica = healthy.master_of(victim_key), healthy.replica_of(victim_key)
+    master.crash()
+
+    impatient = healthy.client(failover_timeout=0)
+    with pytest.raises((redis.ConnectionError, redis.exceptions.ClusterDownError)):
+        impatient.get(victim_key)
+    # The default client waits the failover out instead of failing.
+    assert store.get(sessions[1]) == {**PROFILE, "n": 1}
+    healthy.wait_until_ok()
+    assert healthy.master_of(victim_key) is replica
+    assert master not in healthy.nodes or not master.running
+
+    missing = [s for s in sessions if store.get(s) is None]
+    wrong_carts = [s for n, s in enumerate(sessions) if store.get_cart(s) != {"sku-1": n % 7 + 1}]
+    assert missing == [] and wrong_carts == []
+
+    # The old master comes back empty-handed and follows its former replica.
+    master.start()
+    healthy.wait_until_ok()
+    assert healthy.replicas_of(replica) == [master]
+    assert master.client().info("replication")["role"] == "slave"
+    assert healthy.master_of(victim_key) is replica
+    assert all(store.get(s) is not None for s in sessions)
+    impatient.close()
+    client.close()
+
+
+# -- scaling out ---------------------------------------------------------------------------
+
+
+def test_add_master_and_reshard_keep_every_session_readable():
+    before = set(running_servers())
+    with LabCluster(masters=3, replicas=0) as lab:
+        store = SessionStore(lab.client(), prefix="so")
+        sessions = ids("so", 600)
+        for session_id in sessions:
+            store.create(session_id, PROFILE)
+            store.add_to_cart(session_id, "sku-1", 3)
+
+        new = lab.add_master()
+        assert len(lab.nodes) == 4 and new.running
+        assert next(row for row in lab.cluster_map() if row.port == new.port).slots == ()
+
+        reads = {"done": 0, "missing": [], "errors": []}
+        stop = threading.Event()
+
+        def reader() -> None:
+            reading = SessionStore(lab.client(), prefix="so")
+            while not stop.is_set():
+                for session_id in sessions[::5]:
+                    try:
+                        if reading.get(session_id) is None or reading.get_cart(session_id) != {
+                            "sku-1": 3
+                        }:
+                            reads["missing"].append(session_id)
+                    except Exception as error:  # every failure is a finding
+                        reads["errors"].append(repr(error))
+                    reads["done"] += 1
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        try:
+            moved = lab.reshard(new)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert reads["done"] > 0
+        assert reads["missing"] == [] and reads["errors"] == []
+
+        lab.wait_until_ok()
+        row = next(row for row in lab.cluster_map() if row.port == new.port)
+        assert row.slot_count == SLOTS // 4
+        assert row.keys == moved > 0
+        assert sum(r.slot_count for r in lab.cluster_map()) == SLOTS
+        assert all(store.get(s) == PROFILE for s in sessions)
+        assert all(store.get_cart(s) == {"sku-1": 3} for s in sessions)
+        assert lab.master_of(store.key(sessions[0])) in lab.masters
+        pids = [node.pid for node in lab.nodes]
+    assert set(running_servers()) == before
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_move_slots_rejects_bad_input(healthy):
+    with pytest.raises(ServerError, match="slots must be numbers"):
+        healthy.move_slots([SLOTS], healthy.nodes[0])
+    with pytest.raises(ServerError, match="is a replica"):
+        healthy.move_slots([0], healthy.replicas[0])
+    stranger = LabServer()  # never started: not a node of this cluster
+    try:
+        with pytest.raises(ServerError, match="running node of this cluster"):
+            healthy.move_slots([0], stranger)
+    finally:
+        stranger.close()
+
+
+# -- the widget ----------------------------------------------------------------------------
+
+
+def test_cluster_map_widget_crash_refresh_restart(healthy):
+    panel = ClusterMapPanel(healthy)
+    assert "sl-cluster-map" in panel._dom_classes
+    assert panel.table.value.count("<tr>") == 1 + 6
+    assert panel.table.value.count("sl-role-master") == 3
+    assert list(panel.node.options) == [f"node {i}" for i in range(1, 7)]
+
+    master = healthy.master_of("t:{widget}")
+    replica = healthy.replica_of("t:{widget}")
+    panel.node.value = healthy.name(master)
+    panel.crash_button.click()
+    assert not master.running
+    assert "sl-role-down" in panel.table.value
+    assert "SIGKILL " + healthy.name(master) in panel.log.outputs[-1]["text"]
+    assert "sl-ok" in panel.status.value
+
+    panel.crash_button.click()  # a dead node cannot die twice: a readable error, no traceback
+    assert "sl-error" in panel.status.value and "already down" in panel.status.value
+
+    healthy.wait_until_ok()
+    panel.refresh_button.click()
+    promoted = next(row for row in panel.rows if row.port == replica.port)
+    assert promoted.role == "master" and promoted.slot_count > 0
+
+    panel.restart_button.click()
+    assert master.running
+    healthy.wait_until_ok()
+    panel.refresh_button.click()
+    back = next(row for row in panel.rows if row.port == master.port)
+    assert back.role == "replica" and back.master == healthy.name(replica) and back.link_up
+    assert repr(panel) == "<ClusterMapPanel>"
