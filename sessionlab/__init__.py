@@ -11,15 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .cluster import LabCluster
 from .config import Settings, load_settings
 from .connection import connect, embedded_server
+from .doctor import doctor
 from .errors import (
     ConfigError,
     ConnectError,
     CorruptSession,
     InvalidCartItem,
+    InvalidPersistenceSetting,
     InvalidSessionId,
+    InvalidSetting,
     InvalidTTL,
+    PersistenceError,
     ServerError,
     SessionError,
     UnserializableData,
@@ -33,9 +38,13 @@ __all__ = [
     "ConnectError",
     "CorruptSession",
     "InvalidCartItem",
+    "InvalidPersistenceSetting",
     "InvalidSessionId",
+    "InvalidSetting",
     "InvalidTTL",
+    "LabCluster",
     "LabServer",
+    "PersistenceError",
     "ServerError",
     "SessionError",
     "SessionStore",
@@ -45,6 +54,7 @@ __all__ = [
     "create_session",
     "default_store",
     "delete_session",
+    "doctor",
     "embedded_server",
     "find_redis_server",
     "get_session_data",
