@@ -8,11 +8,13 @@ plus ``REDIS_DB`` and ``REDIS_URL``. When none is set, no server is named and
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values, find_dotenv
+from redis.connection import parse_url
 
 from .errors import ConfigError
 
@@ -62,21 +64,26 @@ class Settings:
             shown.append(f"host={self.host!r}, port={self.port!r}, db={self.db!r}")
             if self.password is not None:
                 shown.append("password='***'")
-        if self.server_bin is not None:
-            shown.append(f"server_bin={self.server_bin!r}")
         return f"Settings({', '.join(shown)})"
 
     __str__ = __repr__
 
 
 def mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***`` (works on malformed URLs too)."""
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    """Return ``url`` with its password replaced by ``***`` (works on malformed URLs too).
+
+    Masks ``user:password@`` (up to the last ``@``, so an unescaped ``/`` or ``@`` in the
+    password is masked too) and a ``password=`` query argument, which redis-py also reads.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, tail = rest.rpartition("@")
+    if sep and at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{tail}"
+    rest = _QUERY_PASSWORD.sub(r"\1***", rest)
+    return f"{scheme}{sep}{rest}"
+
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -138,6 +145,10 @@ def _int_variable(name: str, raw: str | None, default: int, low: int, high: int)
 
 def _check_url(url: str) -> str:
     shown = mask_url(url)
+    if not url.startswith(tuple(f"{scheme}://" for scheme in URL_SCHEMES)):
+        raise ConfigError(
+            f"REDIS_URL={shown!r} must start with redis://, rediss:// (TLS) or unix://."
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -145,10 +156,10 @@ def _check_url(url: str) -> str:
         raise ConfigError(
             f"REDIS_URL={shown!r} has a bad port: write it as redis://[:password@]host:port/db."
         ) from None
-    if parts.scheme not in URL_SCHEMES:
-        raise ConfigError(
-            f"REDIS_URL={shown!r} must start with redis://, rediss:// (TLS) or unix://."
-        )
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigError(f"REDIS_URL={shown!r} names no host: write redis://host:port/db.")
+    try:
+        parse_url(url)  # what redis-py will do with it, e.g. ?db=abc
+    except ValueError as error:
+        raise ConfigError(f"REDIS_URL={shown!r} cannot be used: {error}") from None
     return url

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ssl
+import threading
 
 import redis
 import redis.exceptions as rex
@@ -26,6 +27,7 @@ RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
 
 _default_client: redis.Redis | None = None
 _embedded: LabServer | None = None
+_lock = threading.RLock()  # two threads' first connect() must not start two servers
 
 
 def connect(settings: Settings | None = None) -> redis.Redis:
@@ -35,11 +37,12 @@ def connect(settings: Settings | None = None) -> redis.Redis:
     calls return the same client. With ``settings``, a new client is made and checked.
     """
     global _default_client
-    if settings is not None:
-        return _open(settings)
-    if _default_client is None:
-        _default_client = _open(load_settings())
-    return _default_client
+    with _lock:
+        if settings is not None:
+            return _open(settings)
+        if _default_client is None:
+            _default_client = _open(load_settings())
+        return _default_client
 
 
 def embedded_server() -> LabServer | None:
@@ -50,19 +53,23 @@ def embedded_server() -> LabServer | None:
 def reset() -> None:
     """Forget the default client and stop the embedded server (the next connect starts anew)."""
     global _default_client, _embedded
-    if _default_client is not None:
-        _default_client.close()
-        _default_client = None
-    if _embedded is not None:
-        _embedded.close()
-        _embedded = None
+    with _lock:
+        if _default_client is not None:
+            _default_client.close()
+            _default_client = None
+        if _embedded is not None:
+            _embedded.close()
+            _embedded = None
 
 
 def _open(settings: Settings) -> redis.Redis:
     global _embedded
     if not settings.names_server:
-        if _embedded is None or not _embedded.running:
-            _embedded = LabServer(binary=settings.server_bin).start()
+        if _embedded is None:
+            _embedded = LabServer(binary=settings.server_bin)
+        # After a crash: the same port and directory, so clients made before reconnect, and
+        # no second data directory is left behind in /tmp.
+        _embedded.start()
         return _embedded.client()
     options = {
         "retry": Retry(NoBackoff(), 0),  # the first PING fails fast; RETRY is set after it

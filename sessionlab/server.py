@@ -8,10 +8,12 @@ when the owner dies, even by SIGKILL, and an ``atexit`` hook stops it on a norma
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import ctypes
 import functools
 import os
+import queue
 import random
 import re
 import shutil
@@ -20,9 +22,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +112,9 @@ def directive_args(directives: dict[str, Any]) -> list[str]:
 
     Underscores become dashes; ``True``/``False`` become ``yes``/``no``; a string is split
     like a line of ``redis.conf`` (``save="3600 1"`` is two arguments, as Redis 6.2 needs);
-    ``""`` stays one empty argument (``save=""`` turns snapshots off).
+    ``""`` stays one empty argument (``save=""`` turns snapshots off). Several ``save``
+    points (``save=[3600, 1, 300, 100]``) become one ``--save`` per pair: Redis 6.2 silently
+    ignores a ``save`` line with more than one pair.
     """
     args: list[str] = []
     for name, value in directives.items():
@@ -121,14 +126,67 @@ def directive_args(directives: dict[str, Any]) -> list[str]:
             values = [str(v) for v in value]
         else:
             values = str(value).split() or [""]
-        args += [f"--{name.replace('_', '-')}", *values]
+        flag = f"--{name.replace('_', '-')}"
+        if flag == "--save" and len(values) > 2:
+            for start in range(0, len(values), 2):
+                args += [flag, *values[start : start + 2]]
+        else:
+            args += [flag, *values]
     return args
 
 
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL me when my parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: SIGKILL me when my parent dies.
+
+    libc is loaded beforehand, in the parent: ``dlopen`` between fork and exec can deadlock.
+    If the parent died before ``prctl`` took effect, the child exits at once.
+    """
+
+    def preexec() -> None:
+        assert _libc is not None
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+_spawn_jobs: queue.SimpleQueue[Any] | None = None
+_spawn_lock = threading.Lock()
+
+
+def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` from a thread that lives as long as this process.
+
+    Linux sends the "parent died" signal when the *thread* that forked the child ends, so a
+    server started from a short-lived thread (a thread pool, a web handler) would be killed
+    with it. The main thread spawns directly; any other thread hands the job to one daemon
+    thread that never ends.
+    """
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(args, **kwargs)
+    global _spawn_jobs
+    with _spawn_lock:
+        if _spawn_jobs is None:
+            _spawn_jobs = queue.SimpleQueue()
+            threading.Thread(
+                target=_spawn_forever, args=(_spawn_jobs,), name="sessionlab-spawner", daemon=True
+            ).start()
+    future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
+    _spawn_jobs.put((future, args, kwargs))
+    return future.result()
+
+
+def _spawn_forever(jobs: queue.SimpleQueue[Any]) -> None:
+    while True:
+        future, args, kwargs = jobs.get()
+        try:
+            future.set_result(subprocess.Popen(args, **kwargs))
+        except BaseException as error:
+            future.set_exception(error)
 
 
 class LabServer:
@@ -139,8 +197,7 @@ class LabServer:
     temporary data directory that :meth:`close` removes. Use it as a context manager, or
     call :meth:`start` and :meth:`close`.
 
-    Start it from a thread that lives as long as the server should: Linux delivers the
-    "parent died" signal when the *thread* that started the child ends.
+    It may be started from any thread: the server dies with this process, not with the thread.
     """
 
     def __init__(
@@ -282,15 +339,18 @@ class LabServer:
     def _spawn(self) -> None:
         with open(self.log_path, "ab") as log:
             self._log_start = log.tell()
-            self.process = subprocess.Popen(
+            self.process = _popen(
                 self._command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                preexec_fn=_die_with_parent(os.getpid()) if _libc is not None else None,
             )
         _running.add(self)
         self._finalizer = weakref.finalize(self, _kill_quietly, self.process)
+        # At exit, _stop_all shuts servers down cleanly; the finalizer's own exit hook would
+        # run first (atexit is last-in, first-out) and SIGKILL them before that.
+        self._finalizer.atexit = False
 
     def _wait_ready(self) -> None:
         assert self.process is not None
