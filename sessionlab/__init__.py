@@ -27,6 +27,7 @@ from .errors import (
     PersistenceError,
     ServerError,
     SessionError,
+    StoreFull,
     UnserializableData,
 )
 from .server import LabServer, find_redis_server
@@ -49,6 +50,7 @@ __all__ = [
     "SessionError",
     "SessionStore",
     "Settings",
+    "StoreFull",
     "UnserializableData",
     "connect",
     "create_session",

@@ -38,6 +38,13 @@ class CorruptSession(SessionError):
     """What Redis holds under a session key is not a session this library wrote."""
 
 
+class StoreFull(SessionError, redis.exceptions.OutOfMemoryError):
+    """Redis refused a write: ``maxmemory`` is reached and the policy evicts nothing.
+
+    Also a redis-py ``OutOfMemoryError``, as a plain command would raise on every version.
+    """
+
+
 class ConnectError(SessionError, redis.exceptions.ConnectionError):
     """The configured Redis server cannot be used: refused, timed out, wrong password, TLS."""
 

@@ -89,10 +89,17 @@ def server_version(binary: str) -> tuple[int, ...]:
     return tuple(int(part) for part in found.groups())
 
 
+#: Ports of this process's LabServers, also while stopped or crashed, so that a restart finds
+#: its port still free rather than taken by a LabServer started meanwhile.
+_reserved_ports: set[int] = set()
+
+
 def free_port(bus: bool = True) -> int:
     """A port on 127.0.0.1 that is free now, and whose cluster bus port (+10000) is too."""
     for _ in range(200):
         port = random.randint(*PORT_RANGE)
+        if port in _reserved_ports:
+            continue
         if _port_free(port) and (not bus or _port_free(port + 10000)):
             return port
     raise ServerError("Found no free port on 127.0.0.1 between 20000 and 55000.")
@@ -211,6 +218,7 @@ class LabServer:
         self.binary = find_redis_server(binary)
         self._fixed_port = port
         self.port = port or free_port()
+        _reserved_ports.add(self.port)
         self._owns_dir = dir is None
         self.dir = Path(dir) if dir is not None else Path(tempfile.mkdtemp(prefix="sessionlab-"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -236,7 +244,9 @@ class LabServer:
                         f"Port {self.port} on {HOST} is taken by another process; pass another "
                         "port, or none to pick a free one."
                     ) from None
+                _reserved_ports.discard(self.port)
                 self.port = free_port()
+                _reserved_ports.add(self.port)
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
@@ -272,6 +282,7 @@ class LabServer:
     def close(self) -> None:
         """Stop the server and delete the data directory if this object created it."""
         self.stop()
+        _reserved_ports.discard(self.port)
         if self._owns_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -367,7 +378,7 @@ class LabServer:
                     f"redis-server exited at start with code {code}; "
                     f"its log ({self.log_path}) ends with:\n{log}"
                 )
-            if _answers_ping(self.port):
+            if _answers_ping(self.port) and self._answering_pid() == self.process.pid:
                 return
             time.sleep(0.005)
         self.crash()
@@ -375,6 +386,14 @@ class LabServer:
             f"redis-server on port {self.port} did not answer PING within {START_TIMEOUT:.0f} s. "
             f"Its log ends with:\n{self._log_tail()}"
         )
+
+    def _answering_pid(self) -> int | None:
+        """The pid of whatever answers on our port: another process may hold it after a restart."""
+        try:
+            with self.client(socket_timeout=0.5) as client:
+                return int(client.info("server")["process_id"])
+        except redis.exceptions.RedisError:  # LOADING, refused, a password we do not know
+            return None
 
     def _log_tail(self, lines: int = 8) -> str:
         try:

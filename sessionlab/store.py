@@ -31,6 +31,7 @@ from .errors import (
     InvalidCartItem,
     InvalidSessionId,
     InvalidTTL,
+    StoreFull,
     UnserializableData,
 )
 
@@ -127,13 +128,14 @@ class SessionStore:
         keys = self._keys(session_id)
         payload = dump(user_data)
         seconds = self.default_ttl if ttl is None else check_ttl(ttl)
-        self._create(keys=keys, args=[payload, seconds])
+        with _translated_errors(keys[0]):
+            self._create(keys=keys, args=[payload, seconds])
         return True
 
     def get(self, session_id: str) -> dict[str, Any] | None:
         """The session's profile, or ``None`` if it does not exist or has expired."""
         key = self.key(session_id)
-        with _corruption_as(key):
+        with _translated_errors(key):
             raw = self.client.get(key)
         return None if raw is None else load(raw, key)
 
@@ -144,7 +146,8 @@ class SessionStore:
         """
         key = self.key(session_id)
         payload = dump(new_user_data)
-        return bool(self.client.set(key, payload, xx=True, keepttl=True))
+        with _translated_errors(key):
+            return bool(self.client.set(key, payload, xx=True, keepttl=True))
 
     def delete(self, session_id: str) -> bool:
         """Delete the session and its cart; ``False`` if there was nothing to delete."""
@@ -169,7 +172,7 @@ class SessionStore:
         keys = self._keys(session_id)
         check_sku(sku)
         check_quantity(quantity)
-        with _corruption_as(keys[1]):
+        with _translated_errors(keys[1]):
             result = self._add_to_cart(keys=keys, args=[sku, quantity])
         return None if result is None else int(result)
 
@@ -184,7 +187,7 @@ class SessionStore:
         check_sku(sku)
         if quantity is not None:
             check_quantity(quantity)
-        with _corruption_as(keys[1]):
+        with _translated_errors(keys[1]):
             result = self._remove_from_cart(
                 keys=keys, args=[sku, "" if quantity is None else quantity]
             )
@@ -193,7 +196,7 @@ class SessionStore:
     def get_cart(self, session_id: str) -> dict[str, int]:
         """The cart as ``{sku: quantity}``; empty when the session has no cart or is gone."""
         key = self.cart_key(session_id)
-        with _corruption_as(key):
+        with _translated_errors(key):
             raw = self.client.hgetall(key)
         cart = {}
         for sku, quantity in raw.items():
@@ -359,8 +362,9 @@ def _text(value: str | bytes, key: str) -> str:
         raise CorruptSession(f"{key} holds bytes that are not UTF-8; delete the session.") from None
 
 
-class _corruption_as:  # lower case: used like a function, ``with _corruption_as(key):``
-    """Turn WRONGTYPE, non-integer and non-UTF-8 replies for ``key`` into CorruptSession.
+class _translated_errors:  # lower case: used like a function: ``with _translated_errors(key):``
+    """Turn WRONGTYPE, non-integer and non-UTF-8 replies for ``key`` into CorruptSession, and
+    Redis's OOM refusal (a plain ``ResponseError`` from a script on 6.2) into StoreFull.
 
     A class rather than ``@contextmanager``: it wraps every read, and this is ~10x cheaper.
     """
@@ -379,6 +383,13 @@ class _corruption_as:  # lower case: used like a function, ``with _corruption_as
         if issubclass(kind, UnicodeDecodeError):
             raise CorruptSession(
                 f"{self.key} holds bytes that are not UTF-8; delete the session."
+            ) from None
+        if issubclass(kind, rex.OutOfMemoryError) or (
+            issubclass(kind, rex.ResponseError) and "OOM command not allowed" in str(error)
+        ):
+            raise StoreFull(
+                f"Redis is out of memory and its maxmemory-policy frees nothing, so {self.key} "
+                "was not written. Raise maxmemory, or use allkeys-lru (lesson 04)."
             ) from None
         if issubclass(kind, rex.ResponseError) and (
             "WRONGTYPE" in str(error) or "not an integer" in str(error)

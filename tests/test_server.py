@@ -433,3 +433,24 @@ def test_jupyter_kernel_restart_takes_the_server_with_it(now):
     # atexit, so the servers' temporary directories stay behind (a known limitation).
     for _, directory in started:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_restart_never_mistakes_another_server_on_its_port_for_itself():
+    """While a crashed server is down another process may take its port: the restart must not
+    take that stranger's PING for its own; it moves to a free port and talks to itself."""
+    with LabServer() as ours:
+        old_port = ours.port
+        ours.crash()
+        with LabServer(port=old_port) as stranger:
+            ours.start()
+            assert ours.port != old_port
+            assert int(ours.client().info("server")["process_id"]) == ours.pid
+            assert stranger.running
+
+
+def test_free_port_skips_ports_of_stopped_lab_servers():
+    from sessionlab.server import free_port
+
+    with LabServer() as server:
+        server.crash()
+        assert all(free_port() != server.port for _ in range(200))
