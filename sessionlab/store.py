@@ -231,13 +231,7 @@ def check_session_id(session_id: object) -> str:
 
 def check_ttl(ttl: object) -> int:
     """Return ``ttl`` if it is a whole number of seconds > 0, else raise :class:`InvalidTTL`."""
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise InvalidTTL(
-            f"TTL must be a whole number of seconds (int), not {type(ttl).__name__}: {ttl!r}"
-        )
-    if not 0 < ttl <= MAX_TTL:
-        raise InvalidTTL(f"TTL {ttl} is out of range: use 1 to {MAX_TTL} seconds.")
-    return ttl
+    return _whole_number(ttl, "TTL", " of seconds", MAX_TTL, InvalidTTL)
 
 
 def check_sku(sku: object) -> str:
@@ -249,13 +243,17 @@ def check_sku(sku: object) -> str:
 
 
 def check_quantity(quantity: object) -> int:
-    if isinstance(quantity, bool) or not isinstance(quantity, int):
-        raise InvalidCartItem(
-            f"quantity must be an int, not {type(quantity).__name__}: {quantity!r}"
+    return _whole_number(quantity, "quantity", "", MAX_QUANTITY, InvalidCartItem)
+
+
+def _whole_number(value: object, name: str, unit: str, highest: int, error: type[Exception]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(
+            f"{name} must be a whole number{unit} (int), not {type(value).__name__}: {value!r}"
         )
-    if not 0 < quantity <= MAX_QUANTITY:
-        raise InvalidCartItem(f"quantity {quantity} is out of range: use 1 to {MAX_QUANTITY}.")
-    return quantity
+    if not 0 < value <= highest:
+        raise error(f"{name} {value} is out of range: use 1 to {highest}{unit.replace(' of', '')}.")
+    return value
 
 
 def dump(user_data: object) -> str:

@@ -663,6 +663,7 @@ def test_a_full_server_refuses_writes_with_store_full_on_every_path():
         assert written > 0
         assert store.get(f"s{written}") is None  # the refused session is not half-written
         assert store.client.exists(store.cart_key(f"s{written}")) == 0
+        store.client.config_set("maxmemory", "1mb")  # far below use now: every write refused
         with pytest.raises(sessionlab.StoreFull):
             store.update("kept", {"name": "Rohith", "blob": filler})
         with pytest.raises(sessionlab.StoreFull):
