@@ -26,7 +26,8 @@ $(STAMP): requirements.txt pyproject.toml
 lab: $(STAMP)
 	@echo "Starting JupyterLab on notebooks/ (Ctrl-C to stop). Open the URL printed below."
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
-		--ServerApp.port=$(LAB_PORT) $(if $(CI),--no-browser,) $(LAB_ARGS)
+		--ServerApp.port=$(LAB_PORT) --LabApp.app_settings_dir=sessionlab/lab_settings \
+		$(if $(CI),--no-browser,) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check sessionlab tests conftest.py
