@@ -5,7 +5,9 @@ pinned Redis 6.2 binary (unless ``REDIS_SERVER_BIN`` says otherwise), never read
 developer's ``.env``, and keep Jupyter's files out of the home directory.
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
 from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES
@@ -20,6 +22,7 @@ def pytest_configure(config):
     if not os.environ["REDIS_SERVER_BIN"]:
         del os.environ["REDIS_SERVER_BIN"]
     home = tempfile.mkdtemp(prefix="sessionlab-jupyter-")
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     for name, sub in [
         ("JUPYTER_CONFIG_DIR", "config"),
         ("JUPYTER_DATA_DIR", "data"),
