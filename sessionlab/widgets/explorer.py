@@ -339,7 +339,7 @@ class CartPanel(_SessionPanel):
         )
         self._show(session_id)
         if new_quantity is None:
-            self.fail(f"{self.store.key(session_id)} does not exist (expired or deleted): no cart.")
+            self._no_session(session_id)
         else:
             self.ok(f"Added {quantity} × {sku}: {new_quantity} in the cart.")
 
@@ -351,7 +351,7 @@ class CartPanel(_SessionPanel):
         )
         self._show(session_id)
         if left is None:
-            self.fail(f"{self.store.key(session_id)} does not exist (expired or deleted): no cart.")
+            self._no_session(session_id)
         else:
             self.ok(f"Removed {quantity} × {sku}: {left} left in the cart.")
 
@@ -360,7 +360,10 @@ class CartPanel(_SessionPanel):
         if self._show(session_id):
             self.ok(f"Read {self.store.cart_key(session_id)}.")
         else:
-            self.fail(f"{self.store.key(session_id)} does not exist (expired or deleted): no cart.")
+            self._no_session(session_id)
+
+    def _no_session(self, session_id: str) -> None:
+        self.fail(f"{self.store.key(session_id)} does not exist (expired or deleted): no cart.")
 
     def _show(self, session_id: str) -> bool:
         """Show the cart and the session's TTL; count down while the session lives."""
