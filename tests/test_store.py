@@ -13,10 +13,10 @@ from decimal import Decimal
 
 import pytest
 import redis
+from helpers import unique_prefix, wait_until
 from redis.crc import key_slot
 
 import sessionlab
-from conftest import unique_prefix, wait_until
 from sessionlab import (
     DEFAULT_TTL,
     CorruptSession,
