@@ -104,7 +104,7 @@ def test_first_connect_from_many_threads_starts_one_server():
 
 
 def test_named_server_from_the_environment(monkeypatch, lab_server):
-    monkeypatch.setenv("REDIS_URL", lab_server.url)
+    monkeypatch.setenv("REDIS_URL", f"redis://:{lab_server.password}@{HOST}:{lab_server.port}/0")
     client = connect()
     assert embedded_server() is None
     assert client.connection_pool.connection_kwargs["port"] == lab_server.port
@@ -112,13 +112,16 @@ def test_named_server_from_the_environment(monkeypatch, lab_server):
 
 
 def test_named_server_by_split_variables(lab_server):
-    client = connect(load_settings({"REDIS_HOST": HOST, "REDIS_PORT": str(lab_server.port)}))
+    environ = {
+        "REDIS_HOST": HOST,
+        "REDIS_PORT": str(lab_server.port),
+        "REDIS_PASSWORD": lab_server.password,
+    }
+    client = connect(load_settings(environ))
     assert client.ping()
     assert embedded_server() is None
-    assert (
-        connect(load_settings({"REDIS_HOST": HOST, "REDIS_PORT": str(lab_server.port)}))
-        is not client
-    )
+    assert connect(load_settings(environ)) is not client
+    assert connect(lab_server.settings()).ping()
 
 
 def test_bad_setting_in_the_environment_is_a_config_error(monkeypatch):
@@ -212,7 +215,12 @@ def test_rediss_to_a_plain_server(lab_server):
 
 def test_db_out_of_range(lab_server):
     error = connect_error(
-        {"REDIS_HOST": HOST, "REDIS_PORT": str(lab_server.port), "REDIS_DB": "99999"}
+        {
+            "REDIS_HOST": HOST,
+            "REDIS_PORT": str(lab_server.port),
+            "REDIS_PASSWORD": lab_server.password,
+            "REDIS_DB": "99999",
+        }
     )
     assert "REDIS_DB" in str(error)
 
