@@ -536,12 +536,19 @@ class LabServer:
             code = process.poll()
             if code is not None:
                 raise _Exited(code)
-            with self._raw_client(0.5) as client:
-                client.ping()  # BusyLoadingError while loading: wait_until waits on
-                return int(client.info("server")["process_id"]) == process.pid
+            try:
+                with self._raw_client(1.0) as client:
+                    client.ping()  # BusyLoadingError while loading: wait_until waits on
+                    return int(client.info("server")["process_id"]) == process.pid
+            except redis.TimeoutError:
+                # While it loads, Redis answers only between chunks of data: a late reply
+                # from a server whose log says it is loading is progress too.
+                if self._loading():
+                    raise redis.BusyLoadingError("loading its data (see its log)") from None
+                raise
 
         try:
-            wait_until(ready, f"redis-server on port {self.port} to answer PING")
+            wait_until(ready, f"redis-server on port {self.port} to answer PING", START_TIMEOUT)
         except _Exited as exited:
             self.process = None
             self._forget(process)
@@ -555,6 +562,13 @@ class LabServer:
         except ServerError as error:
             self.crash()
             raise ServerError(f"{error} Its log ends with:\n{self._log_tail()}") from None
+
+    def _loading(self) -> bool:
+        """True while the log says the server is loading its data and is not ready yet."""
+        log = self._log_tail(1000)
+        return "Ready to accept connections" not in log and any(
+            step in log for step in ("Loading RDB", "Reading RDB", "Reading the remaining AOF")
+        )
 
     def _raw_client(self, timeout: float) -> redis.Redis:
         """A client for our own bookkeeping: no retries, fixed port, the password."""

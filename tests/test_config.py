@@ -299,14 +299,14 @@ def test_bad_value_in_env_file_names_the_variable(tmp_path):
 @pytest.mark.parametrize("port", ["1_000", "+1000", "٣٠٠٠", "1e3", "0x10"])
 def test_port_must_be_plain_digits(port):
     # int("1_000") == 1000 and int("٣٠٠٠") == 3000: a typo must not become another port.
-    with pytest.raises(ConfigError, match="REDIS_PORT.*not a whole number") as caught:
+    with pytest.raises(ConfigError, match=r"REDIS_PORT.*not a whole number") as caught:
         load_settings({"REDIS_HOST": "h", "REDIS_PORT": port})
     assert repr(port) in str(caught.value)
 
 
 @pytest.mark.parametrize("db", ["1_0", "+1", "٣"])
 def test_db_must_be_plain_digits(db):
-    with pytest.raises(ConfigError, match="REDIS_DB.*not a whole number"):
+    with pytest.raises(ConfigError, match=r"REDIS_DB.*not a whole number"):
         load_settings({"REDIS_HOST": "h", "REDIS_DB": db})
 
 
