@@ -389,12 +389,18 @@ class LabServer:
     def close(self) -> None:
         """Stop the server and delete the data directory if this object created it.
 
+        A server in a directory you gave is stopped cleanly (saved, see :meth:`stop`); one in
+        its own temporary directory is killed, since its data is deleted with the directory.
+
         In a forked child this does nothing: the server belongs to the parent.
         """
         if not self._check_owner("close", quiet=True):
             return
         try:
-            self.stop()
+            if self._owns_dir:
+                self.crash()  # its data goes with the directory: a final save would be waste
+            else:
+                self.stop()
         finally:
             if self.process is not None:  # stop() failed half-way: never leave it running
                 self.crash()
