@@ -63,7 +63,7 @@ def start_time(pid: int) -> str | None:
         return None if fields[0] == b"Z" else fields[19].decode()
     try:
         out = subprocess.run(
-            ["ps", "-o", "stat=,lstart=", "-p", str(pid)],
+            ["ps", "-o", "stat=", "-o", "lstart=", "-p", str(pid)],
             capture_output=True,
             text=True,
             check=False,
