@@ -20,6 +20,7 @@ import random
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -595,18 +596,23 @@ class LabServer:
             try:
                 with self._raw_client(STOP_TIMEOUT) as client:
                     client.execute_command("SHUTDOWN")
-            except redis.ResponseError:
-                # "Errors trying to SHUTDOWN": the save failed, or (Redis 6.2/7.0 with AOF
-                # on) its first AOF rewrite is still being written: wait for that one.
-                if "Writing initial AOF" in self._log_tail(3):
+            except redis.ResponseError as error:
+                if "Errors trying to SHUTDOWN" not in str(error):  # renamed, ACL: use SIGTERM
+                    process.send_signal(signal.SIGTERM)
+                # The save failed, or (Redis 6.2/7.0 with AOF on) its first AOF rewrite is
+                # still being written: wait for that one.
+                elif "Writing initial AOF" in self._log_tail(3):
                     time.sleep(0.05)
                     continue
-                lost = self._what_would_be_lost()
-                process.kill()
-                process.wait()
-                return lost
-            except redis.RedisError:  # the connection closed: it is exiting
-                pass
+                else:
+                    lost = self._what_would_be_lost()
+                    process.kill()
+                    process.wait()
+                    return lost
+            except redis.RedisError:
+                # Usually the connection closed because it is exiting; if it could not even
+                # connect (maxclients, stuck), SIGTERM asks for the same clean shutdown.
+                process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.0, deadline - time.monotonic()))
         if process.poll() is None:  # no answer (SIGSTOPped, stuck): a clean stop is impossible

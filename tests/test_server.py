@@ -96,7 +96,7 @@ def test_directives_reach_the_server():
         assert config(server, "hz") == "25"
         # client() knows the password; a client without it is refused.
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(host=HOST, port=server.port).ping()
+            redis.Redis(host=HOST, port=server.port, retry=Retry(NoBackoff(), 0)).ping()
 
 
 @pytest.mark.parametrize("save", ["900 1", "900 1 300 10 60 10000", [900, 1, 300, 10]])
@@ -152,7 +152,7 @@ def test_crash_then_start_comes_back_on_the_same_port_and_dir():
         assert not server.running and server.pid is None
         assert wait_until(lambda: not pid_alive(pid))
         with pytest.raises(redis.ConnectionError):
-            redis.Redis(host=HOST, port=port, socket_connect_timeout=1).ping()
+            redis.Redis(host=HOST, port=port, retry=Retry(NoBackoff(), 0)).ping()
         server.start()
         assert (server.port, server.dir) == (port, directory)
         assert server.pid != pid
@@ -581,3 +581,13 @@ def test_config_text_quotes_every_argument():
         '"save" "300" "10"',
         '"hz" "25"',
     ]
+
+
+def test_stop_without_the_shutdown_command_still_saves(tmp_path):
+    # rename-command hides SHUTDOWN: stop() falls back to SIGTERM, which saves too.
+    with LabServer(dir=tmp_path, save=[3600, 1], rename_command=["SHUTDOWN", ""]) as server:
+        server.client().set("k", "v")
+        server.stop()
+        assert "dump.rdb" in server.files()
+        server.start()
+        assert server.client().get("k") == "v"
