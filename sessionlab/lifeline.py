@@ -75,6 +75,24 @@ def start_time(pid: int) -> str | None:
     return out.split(None, 1)[1] if " " in out else out
 
 
+#: How :func:`start_time` reads a start time here: markers written another way (another OS
+#: build, another version) are never judged by comparing start times.
+CLOCK = "proc-stat" if sys.platform.startswith("linux") else "ps-lstart"
+
+
+def exists(pid: int) -> bool:
+    """True if some process (any user's, any age) has this pid."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, it is another user's
+        return True
+    return True
+
+
 def alive(pid: int, started: str | None) -> bool:
     """True while the process ``pid`` that started at ``started`` runs."""
     return started is not None and start_time(pid) == started
@@ -98,7 +116,7 @@ def kill(pid: int, started: str | None) -> None:
 
 def write_marker(directory: Path, owner: int, owner_started: str | None, **more: Any) -> None:
     """Record in ``directory`` who owns it (and which server runs in it)."""
-    text = json.dumps({"owner": owner, "owner_started": owner_started, **more})
+    text = json.dumps({"owner": owner, "owner_started": owner_started, "clock": CLOCK, **more})
     path = directory / MARKER
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as marker:
@@ -127,15 +145,21 @@ def sweep(parent: str | None = None) -> list[Path]:
             marker = json.loads((Path(entry.path) / MARKER).read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(marker, dict) or alive(
-            marker.get("owner", 0), marker.get("owner_started")
-        ):
+        if not isinstance(marker, dict) or not _owner_gone(marker):
             continue
         if marker.get("server"):
             kill(int(marker["server"]), marker.get("server_started"))
         shutil.rmtree(entry.path, ignore_errors=True)
         removed.append(Path(entry.path))
     return removed
+
+
+def _owner_gone(marker: dict[str, Any]) -> bool:
+    """No process has the owner's pid, or (same clock) the one that has it started later."""
+    pid = int(marker.get("owner", 0))
+    if not exists(pid):
+        return True
+    return marker.get("clock") == CLOCK and not alive(pid, marker.get("owner_started"))
 
 
 # -- the owner's side -------------------------------------------------------------------------

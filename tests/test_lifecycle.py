@@ -106,10 +106,15 @@ def test_when_owner_and_watchdog_die_together_the_next_start_sweeps(private_tmp)
 
 def test_the_sweep_knows_a_reused_pid_and_keeps_what_it_cannot_judge(private_tmp):
     me = os.getpid()
+    clock = lifeline.CLOCK
     cases = {
-        "mine": {"owner": me, "owner_started": lifeline.start_time(me)},
-        "reused-pid": {"owner": me, "owner_started": "not when it started"},
-        "gone": {"owner": 2**22 + 1, "owner_started": "1"},
+        "mine": {"owner": me, "owner_started": lifeline.start_time(me), "clock": clock},
+        "reused-pid": {"owner": me, "owner_started": "not when it started", "clock": clock},
+        "gone": {"owner": 2**22 + 1, "owner_started": "1", "clock": clock},
+        # Written by a build that reads start times another way: only a pid nobody has
+        # proves its owner gone.
+        "other-clock": {"owner": me, "owner_started": "?", "clock": "another"},
+        "other-clock-gone": {"owner": 2**22 + 1, "owner_started": "?", "clock": "another"},
     }
     for name, marker in cases.items():
         (private_tmp / f"sessionlab-{name}").mkdir()
@@ -117,11 +122,16 @@ def test_the_sweep_knows_a_reused_pid_and_keeps_what_it_cannot_judge(private_tmp
     (private_tmp / "sessionlab-no-marker").mkdir()
     (private_tmp / "other-dir").mkdir()
     removed = lifeline.sweep(str(private_tmp))
-    assert sorted(path.name for path in removed) == ["sessionlab-gone", "sessionlab-reused-pid"]
+    assert sorted(path.name for path in removed) == [
+        "sessionlab-gone",
+        "sessionlab-other-clock-gone",
+        "sessionlab-reused-pid",
+    ]
     assert sorted(path.name for path in private_tmp.iterdir()) == [
         "other-dir",
         "sessionlab-mine",
         "sessionlab-no-marker",
+        "sessionlab-other-clock",
     ]
 
 
