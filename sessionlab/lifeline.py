@@ -248,7 +248,11 @@ def _send(message: dict[str, Any]) -> None:
     line = (json.dumps(message) + "\n").encode()
     for _ in range(2):
         if _owner.watchdog is None or _owner.watchdog.poll() is not None:
-            _start_watchdog()
+            try:
+                _start_watchdog()
+            except OSError:  # no usable interpreter (embedded Python): the sweep still works
+                _owner.watchdog = None
+                return
             line = b""  # the new watchdog was told the whole state
         assert _owner.watchdog is not None and _owner.watchdog.stdin is not None
         try:
