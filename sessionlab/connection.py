@@ -2,14 +2,19 @@
 
 If the environment or ``.env`` names a server, connect there and PING it, turning every way
 that can fail into a :class:`~sessionlab.errors.ConnectError` that says where and what to do.
-Otherwise start the embedded default: a private :class:`~sessionlab.server.LabServer`.
+Otherwise start the embedded default: a private, password-locked
+:class:`~sessionlab.server.LabServer` (a script that does so is warned: see
+:class:`~sessionlab.errors.EmbeddedServerWarning`).
 """
 
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
+import sys
 import threading
+import warnings
 
 import redis
 import redis.exceptions as rex
@@ -17,8 +22,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from .config import Settings, load_settings
-from .errors import ConnectError
-from .server import LabServer
+from .errors import ConnectError, EmbeddedServerWarning, ServerError
+from .server import LabServer, wait_until
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 5.0
@@ -40,6 +45,13 @@ def connect(settings: Settings | None = None) -> redis.Redis:
     with _lock:
         if settings is not None:
             return _open(settings)
+        if _default_client is not None and _embedded is not None and not _embedded.running:
+            # It crashed: start it again. If another process took its port meanwhile it
+            # moves to a new one, and the default client must move with it.
+            _embedded.start()
+            if _default_client.connection_pool.connection_kwargs.get("port") != _embedded.port:
+                _default_client.close()
+                _default_client = _embedded.client()
         if _default_client is None:
             _default_client = _open(load_settings())
         return _default_client
@@ -67,6 +79,8 @@ def _open(settings: Settings) -> redis.Redis:
     if not settings.names_server:
         if _embedded is None:
             _embedded = LabServer(binary=settings.server_bin)
+            if not _interactive():
+                warnings.warn(EMBEDDED_WARNING, EmbeddedServerWarning, stacklevel=3)
         # After a crash: the same port and directory, so clients made before reconnect, and
         # no second data directory is left behind in /tmp.
         _embedded.start()
@@ -93,17 +107,62 @@ def _open(settings: Settings) -> redis.Redis:
     return client
 
 
+EMBEDDED_WARNING = (
+    "sessionlab started a private redis-server for this process, because no server is "
+    "configured (REDIS_URL, or REDIS_HOST/REDIS_PORT, in the environment or .env). Its "
+    "sessions live only as long as this process, and every other process (another web "
+    "worker, a script) starts its own, empty one. To share sessions between processes, "
+    "run one Redis and set REDIS_URL=redis://[:password@]host:port/0 for all of them."
+)
+
+
+def _interactive() -> bool:
+    """True in a Jupyter kernel, IPython, or ``python -i``/the REPL: a person is watching."""
+    if hasattr(sys, "ps1") or sys.flags.interactive:
+        return True
+    ipython = sys.modules.get("IPython")
+    return ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None
+
+
 def check(client: redis.Redis, address: str, tls: bool = False) -> None:
-    """PING ``client``; on failure raise :class:`ConnectError` explaining why and what to do."""
+    """PING ``client``; on failure raise :class:`ConnectError` explaining why and what to do.
+
+    A server that is still loading its data (``LOADING``) is waited for, as long as it loads.
+    """
     try:
-        client.ping()
+        try:
+            client.ping()
+        except rex.BusyLoadingError:
+            wait_until(client.ping, f"Redis at {address} to load its data", CONNECT_TIMEOUT)
+    except ServerError as error:
+        client.close()
+        raise ConnectError(f"Cannot use Redis at {address}: {error}") from None
     except Exception as error:  # every failure is translated below, none is swallowed
         client.close()
-        raise ConnectError(f"Cannot use Redis at {address}: {explain(error, tls)}") from None
+        handshake = tls and _tcp_reachable(client)
+        raise ConnectError(
+            f"Cannot use Redis at {address}: {explain(error, tls, handshake)}"
+        ) from None
 
 
-def explain(error: BaseException, tls: bool = False) -> str:
-    """One sentence on what went wrong when connecting, and how to fix it."""
+def _tcp_reachable(client: redis.Redis) -> bool:
+    """True if a plain TCP connection to the client's host and port opens in time."""
+    options = client.connection_pool.connection_kwargs
+    try:
+        with socket.create_connection(
+            (options.get("host", "localhost"), options.get("port", 6379)), CONNECT_TIMEOUT
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def explain(error: BaseException, tls: bool = False, handshake: bool | None = None) -> str:
+    """One sentence on what went wrong when connecting, and how to fix it.
+
+    ``handshake`` says whether the TCP connection itself opened (when known): a TLS timeout
+    after it did is a handshake failure; before it, the host or port does not answer.
+    """
     text = str(error)
     cause = _root_cause(error)
     status = getattr(error, "status_code", None) or text.split(" ", 1)[0]
@@ -114,7 +173,7 @@ def explain(error: BaseException, tls: bool = False) -> str:
             "the server rejected the password; check REDIS_PASSWORD (or the password in REDIS_URL)."
         )
     timed_out = isinstance(error, rex.TimeoutError) or isinstance(cause, TimeoutError)
-    if isinstance(cause, ssl.SSLError) or "SSL" in text or (tls and timed_out):
+    if isinstance(cause, ssl.SSLError) or "SSL" in text or (tls and timed_out and handshake):
         return (
             "the TLS handshake failed; use rediss:// only for a server with TLS enabled, "
             "redis:// otherwise."

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
 import redis
-from helpers import pid_alive
+from helpers import ROOT, pid_alive, run_python, wait_until
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import sessionlab.connection
 import sessionlab.server
@@ -24,6 +29,9 @@ SECRET = "pw-S3cr3t-x9"
 @pytest.fixture(autouse=True)
 def _fresh(fresh_connection):
     """Every test starts with no default client and no embedded server."""
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::sessionlab.errors.EmbeddedServerWarning")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +116,7 @@ def test_first_connect_from_many_threads_starts_one_server():
 
 
 def test_named_server_from_the_environment(monkeypatch, lab_server):
-    monkeypatch.setenv("REDIS_URL", lab_server.url)
+    monkeypatch.setenv("REDIS_URL", f"redis://:{lab_server.password}@{HOST}:{lab_server.port}/0")
     client = connect()
     assert embedded_server() is None
     assert client.connection_pool.connection_kwargs["port"] == lab_server.port
@@ -116,13 +124,16 @@ def test_named_server_from_the_environment(monkeypatch, lab_server):
 
 
 def test_named_server_by_split_variables(lab_server):
-    client = connect(load_settings({"REDIS_HOST": HOST, "REDIS_PORT": str(lab_server.port)}))
+    environ = {
+        "REDIS_HOST": HOST,
+        "REDIS_PORT": str(lab_server.port),
+        "REDIS_PASSWORD": lab_server.password,
+    }
+    client = connect(load_settings(environ))
     assert client.ping()
     assert embedded_server() is None
-    assert (
-        connect(load_settings({"REDIS_HOST": HOST, "REDIS_PORT": str(lab_server.port)}))
-        is not client
-    )
+    assert connect(load_settings(environ)) is not client
+    assert connect(lab_server.settings()).ping()
 
 
 def test_bad_setting_in_the_environment_is_a_config_error(monkeypatch):
@@ -216,7 +227,12 @@ def test_rediss_to_a_plain_server(lab_server):
 
 def test_db_out_of_range(lab_server):
     error = connect_error(
-        {"REDIS_HOST": HOST, "REDIS_PORT": str(lab_server.port), "REDIS_DB": "99999"}
+        {
+            "REDIS_HOST": HOST,
+            "REDIS_PORT": str(lab_server.port),
+            "REDIS_PASSWORD": lab_server.password,
+            "REDIS_DB": "99999",
+        }
     )
     assert "REDIS_DB" in str(error)
 
@@ -225,3 +241,133 @@ def test_unix_socket_that_does_not_exist(tmp_path):
     path = tmp_path / "redis.sock"
     error = connect_error({"REDIS_URL": f"unix://{path}?password={SECRET}"})
     assert str(path) in str(error)
+
+
+# -- TLS: a host that does not answer is not a failed handshake ----------------------------
+
+
+def test_rediss_to_a_host_that_does_not_answer_is_not_a_tls_failure(monkeypatch):
+    monkeypatch.setattr(sessionlab.connection, "CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as full:  # its accept queue is full: further SYNs get no answer
+        full.bind((HOST, 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        with socket.create_connection((HOST, port)):
+            error = connect_error({"REDIS_URL": f"rediss://:{SECRET}@{HOST}:{port}/0"})
+    assert "TLS" not in str(error)
+    assert "no answer in time" in str(error)
+    assert "REDIS_HOST and REDIS_PORT" in str(error)
+
+
+def test_rediss_to_a_port_that_never_speaks_tls_is_a_handshake_failure(monkeypatch):
+    monkeypatch.setattr(sessionlab.connection, "CONNECT_TIMEOUT", 0.5)
+    with socket.socket() as silent:  # accepts the TCP connection, never answers
+        silent.bind((HOST, 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        error = connect_error({"REDIS_URL": f"rediss://{HOST}:{port}/0"})
+    assert "TLS handshake failed" in str(error)
+
+
+# -- a named server still loading its data -------------------------------------------------
+
+
+def test_a_named_server_that_is_loading_is_waited_for(tmp_path):
+    # Hidden redis.conf settings: key_load_delay makes loading 800 keys take ~4 s, and a
+    # small loading_process_events_interval_bytes makes the server answer LOADING meanwhile
+    # (as it does every 2 MB of a big data set).
+    server = LabServer(
+        dir=tmp_path,
+        save=[3600, 1],
+        key_load_delay=5_000,
+        loading_process_events_interval_bytes=1024,
+    )
+    with server:
+        server.client().mset({f"k{i}": "x" * 100 for i in range(800)})
+        server.stop()
+        starting = threading.Thread(target=server.start)
+        starting.start()
+        try:
+            log = server.log_path
+            assert wait_until(lambda: "Loading RDB" in log.read_text().rsplit("loaded", 1)[-1])
+            assert not _refused(server.port)
+            client = connect(server.settings())
+            assert client.dbsize() == 800
+        finally:
+            starting.join()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+# -- the embedded server: its own, and never silently split -------------------------------
+
+
+def test_connect_follows_its_embedded_server_and_never_talks_to_a_stranger():
+    first = connect()
+    first.set("k", "ours")
+    server = embedded_server()
+    old_port = server.port
+    server.crash()
+    assert connect() is first and first.get("k") is None  # restarted on the same port
+    server.crash()
+    stranger = subprocess.Popen(
+        [server.binary, "--port", str(old_port), "--bind", HOST, "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        plain = redis.Redis(host=HOST, port=old_port, retry=Retry(NoBackoff(), 0))
+        assert wait_until(lambda: _answers(plain))
+        plain.set("k", "the stranger's")
+        again = connect()  # starts it again: the old port is taken, so on a new one
+        assert embedded_server() is server and server.port != old_port
+        assert again is not first
+        assert int(again.info("server")["process_id"]) == server.pid
+        assert again.get("k") is None
+        with pytest.raises(redis.ConnectionError, match="make a new client"):
+            first.get("k")  # never the stranger's value
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+START_EMBEDDED = "import sessionlab; sessionlab.connect().ping()"
+
+
+def test_a_script_that_starts_the_embedded_server_is_told_why_on_stderr():
+    done = run_python(START_EMBEDDED)
+    assert done.stdout == ""  # the library never prints
+    assert "EmbeddedServerWarning" in done.stderr
+    assert "private redis-server" in done.stderr and "REDIS_URL" in done.stderr
+    assert "every other process" in done.stderr
+
+
+def test_an_interactive_session_is_not_warned():
+    done = subprocess.run(
+        [sys.executable, "-i", "-c", START_EMBEDDED],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "EmbeddedServerWarning" not in done.stderr
+
+
+def test_a_named_server_is_not_warned(lab_server):
+    url = f"redis://:{lab_server.password}@{HOST}:{lab_server.port}/0"
+    done = run_python(START_EMBEDDED, env={"REDIS_URL": url})
+    assert "Warning" not in done.stderr and done.stdout == ""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import os
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -16,10 +18,19 @@ import psutil
 import pytest
 import redis
 from helpers import ROOT, pid_alive, run_python, wait_until
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import sessionlab.server
 from sessionlab import LabServer, ServerError, SessionError, find_redis_server
-from sessionlab.server import HOST, directive_args, running_servers, server_version
+from sessionlab.errors import InvalidServerOption, SaveFailed
+from sessionlab.server import (
+    HOST,
+    config_text,
+    directive_args,
+    running_servers,
+    server_version,
+)
 
 
 def config(server: LabServer, name: str) -> str:
@@ -85,7 +96,7 @@ def test_directives_reach_the_server():
         assert config(server, "hz") == "25"
         # client() knows the password; a client without it is refused.
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(host=HOST, port=server.port).ping()
+            redis.Redis(host=HOST, port=server.port, retry=Retry(NoBackoff(), 0)).ping()
 
 
 @pytest.mark.parametrize("save", ["900 1", "900 1 300 10 60 10000", [900, 1, 300, 10]])
@@ -141,7 +152,7 @@ def test_crash_then_start_comes_back_on_the_same_port_and_dir():
         assert not server.running and server.pid is None
         assert wait_until(lambda: not pid_alive(pid))
         with pytest.raises(redis.ConnectionError):
-            redis.Redis(host=HOST, port=port, socket_connect_timeout=1).ping()
+            redis.Redis(host=HOST, port=port, retry=Retry(NoBackoff(), 0)).ping()
         server.start()
         assert (server.port, server.dir) == (port, directory)
         assert server.pid != pid
@@ -207,7 +218,7 @@ def test_unreferenced_server_is_killed():
     del server
     gc.collect()
     assert wait_until(lambda: not pid_alive(pid))
-    shutil.rmtree(directory, ignore_errors=True)
+    assert not directory.exists()
 
 
 def test_running_servers():
@@ -365,11 +376,12 @@ def test_owner_killed_by_sigkill_takes_the_server_with_it(where):
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
         assert wait_until(lambda: not pid_alive(pid), timeout=10), "redis-server outlived its owner"
+        # No code of the owner ran, but its watchdog removed the directory.
+        assert wait_until(lambda: not Path(directory).exists(), timeout=10)
     finally:
         owner.kill()
         owner.wait()
         owner.stdout.close()
-    shutil.rmtree(directory, ignore_errors=True)  # SIGKILL leaves no chance to clean up
 
 
 def test_normal_exit_stops_the_server_cleanly_atexit(tmp_path):
@@ -385,56 +397,6 @@ def test_normal_exit_stops_the_server_cleanly_atexit(tmp_path):
     assert wait_until(lambda: not pid_alive(int(own_pid)) and not pid_alive(int(given_pid)))
     assert not Path(own_dir).exists()
     assert "ready to exit" in (tmp_path / "redis.log").read_text()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("now", [True, False], ids=["kill", "graceful"])
-def test_jupyter_kernel_restart_takes_the_server_with_it(now):
-    from jupyter_client.manager import KernelManager
-
-    manager = KernelManager(kernel_name="python3")
-    manager.start_kernel(cwd=str(ROOT))
-    kernel = manager.client()
-    kernel.start_channels()
-    code = (
-        "from sessionlab.server import LabServer\n"
-        "lab = LabServer().start()\n"
-        "print(lab.pid, lab.dir)"
-    )
-    started: list[tuple[int, str]] = []
-
-    def start_server() -> int:
-        printed: list[str] = []
-
-        def collect(message):
-            if message["msg_type"] == "stream":
-                printed.append(message["content"]["text"])
-            elif message["msg_type"] == "error":
-                printed.append("\n".join(message["content"]["traceback"]))
-
-        kernel.wait_for_ready(timeout=60)
-        reply = kernel.execute_interactive(code, output_hook=collect, timeout=60)
-        assert reply["content"]["status"] == "ok", printed
-        pid, directory = "".join(printed).split()
-        started.append((int(pid), directory))
-        assert pid_alive(int(pid))
-        return int(pid)
-
-    try:
-        pid = start_server()
-        manager.restart_kernel(now=now)
-        assert wait_until(lambda: not pid_alive(pid), timeout=15), "server outlived the kernel"
-        # The restarted kernel works and can start a server of its own.
-        second = start_server()
-        assert second != pid
-    finally:
-        kernel.stop_channels()
-        manager.shutdown_kernel(now=True)
-    assert wait_until(lambda: not pid_alive(second), timeout=15)
-    # jupyter_client signals the kernel's process group: the kernel ends without running
-    # atexit, so the servers' temporary directories stay behind (a known limitation).
-    for _, directory in started:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_restart_never_mistakes_another_server_on_its_port_for_itself():
@@ -456,3 +418,176 @@ def test_free_port_skips_ports_of_stopped_lab_servers():
     with LabServer() as server:
         server.crash()
         assert all(free_port() != server.port for _ in range(200))
+
+
+# -- the final save, and what a failed one loses -------------------------------------------
+
+
+def test_stop_raises_save_failed_naming_what_was_lost():
+    with LabServer(save=[3600, 1]) as server:
+        server.client().mset({f"session:{i}": "x" for i in range(120)})
+        shutil.rmtree(server.dir)  # works as root too: the snapshot has nowhere to go
+        with pytest.raises(SaveFailed) as caught:
+            server.stop()
+        message = str(caught.value)
+        assert isinstance(caught.value, ServerError)
+        assert "120 keys" in message and "lost" in message
+        assert "Failed opening" in message or "No such file" in message  # Redis's reason
+        assert server.password not in message
+        assert not server.running  # stopped means stopped
+
+
+def test_restart_raises_too_and_a_later_start_works():
+    with LabServer(save=[3600, 1]) as server:
+        server.client().set("k", "v")
+        shutil.rmtree(server.dir)
+        with pytest.raises(SaveFailed, match="1 keys"):
+            server.restart()
+        server.dir.mkdir()
+        server.start()
+        assert server.client().get("k") is None  # it really was lost, as the error said
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs (needs permission to mount: root here; skipped elsewhere)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_at_stop_is_reported(tiny_disk):
+    with LabServer(dir=tiny_disk / "data", save=[3600, 1]) as server:
+        # ~0.8 MB that does not compress (RDB compresses strings with LZF).
+        server.client().mset({f"session:{i}": secrets.token_urlsafe(300) for i in range(2000)})
+        with pytest.raises(SaveFailed, match="2000 keys") as caught:
+            server.stop()
+        assert "No space left" in str(caught.value)
+
+
+def test_stop_of_a_healthy_server_saves_and_raises_nothing(tmp_path):
+    with LabServer(dir=tmp_path, save=[3600, 1]) as server:
+        server.client().set("k", "v")
+        server.stop()
+        assert "dump.rdb" in server.files()
+        server.start()
+        assert server.client().get("k") == "v"
+
+
+# -- a server that is loading its data -----------------------------------------------------
+
+
+def test_a_server_loading_its_data_is_waited_for_not_killed(monkeypatch, tmp_path):
+    # key_load_delay (a hidden redis.conf setting) makes loading 200 keys take ~2 s,
+    # four times the start timeout set here.
+    with LabServer(dir=tmp_path, save=[3600, 1], key_load_delay=10_000) as server:
+        server.client().mset({f"k{i}": "x" * 100 for i in range(200)})
+        server.stop()
+        monkeypatch.setattr(sessionlab.server, "START_TIMEOUT", 0.5)
+        server.start()
+        assert server.client().dbsize() == 200
+        assert "did not answer" not in server.log_path.read_text()
+
+
+# -- never a stranger ----------------------------------------------------------------------
+
+
+def test_clients_never_talk_to_a_stranger_that_took_the_port():
+    """A crashed server's port taken by a password-less Redis of another process: our
+    clients (redis-py would happily AUTH against it) refuse to use it."""
+    with LabServer() as ours:
+        client = ours.client(retry=Retry(NoBackoff(), 0))
+        client.set("k", "ours")
+        old_port = ours.port
+        ours.crash()
+        stranger = subprocess.Popen(
+            [ours.binary, "--port", str(old_port), "--bind", HOST, "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            plain = redis.Redis(host=HOST, port=old_port, retry=Retry(NoBackoff(), 0))
+            assert wait_until(lambda: _pings(plain))
+            plain.set("k", "the stranger's")
+            with pytest.raises(redis.ConnectionError, match="not running"):
+                client.get("k")
+            ours.start()  # moves to a free port
+            assert ours.port != old_port
+            with pytest.raises(redis.ConnectionError, match="make a new client"):
+                client.get("k")
+            assert ours.client().get("k") is None  # ours, empty after the crash
+            assert int(ours.client().info("server")["process_id"]) == ours.pid
+        finally:
+            stranger.kill()
+            stranger.wait()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+# -- bad arguments -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["a-file", "under-a-file"])
+def test_a_bad_dir_says_how_to_fix_it(tmp_path, kind):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    bad = afile if kind == "a-file" else afile / "data"
+    with pytest.raises(InvalidServerOption) as caught:
+        LabServer(dir=bad)
+    message = str(caught.value)
+    assert isinstance(caught.value, ServerError) and isinstance(caught.value, ValueError)
+    assert str(bad) in message and "cannot be used as a data directory" in message
+    assert "pass a directory you can write to" in message
+
+
+def test_a_given_dir_is_created_private(tmp_path):
+    with LabServer(dir=tmp_path / "new" / "data") as server:
+        assert stat.S_IMODE(server.dir.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("content", ["not a program\n", "#!/no/such/interpreter\n"])
+def test_a_binary_that_cannot_run_says_how_to_fix_it(tmp_path, content):
+    binary = tmp_path / "redis-server"
+    binary.write_text(content)
+    binary.chmod(0o755)
+    server = LabServer(binary=str(binary))
+    with pytest.raises(ServerError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert str(binary) in message and "cannot be run" in message
+    assert "REDIS_SERVER_BIN" in message and "chmod +x" in message
+    server.close()
+    with pytest.raises(ServerError, match="cannot be run"):
+        server_version(str(binary))
+
+
+def test_config_text_quotes_every_argument():
+    text = config_text({"requirepass": 'a b "c"\n\\', "save": [3600, 1, 300, 10], "hz": 25})
+    assert text.splitlines() == [
+        '"requirepass" "a b \\"c\\"\\x0a\\\\"',
+        '"save" "3600" "1"',
+        '"save" "300" "10"',
+        '"hz" "25"',
+    ]
+
+
+def test_stop_without_the_shutdown_command_still_saves(tmp_path):
+    # rename-command hides SHUTDOWN: stop() falls back to SIGTERM, which saves too.
+    with LabServer(dir=tmp_path, save=[3600, 1], rename_command=["SHUTDOWN", ""]) as server:
+        server.client().set("k", "v")
+        server.stop()
+        assert "dump.rdb" in server.files()
+        server.start()
+        assert server.client().get("k") == "v"
