@@ -85,22 +85,23 @@ local function each(command, key, list, first, last)
     redis.call(command, key, unpack(list, i, math.min(i + CHUNK - 1, last)))
   end
 end
-local function applied(written, token)
-  return redis.call('ZSCORE', written, token)
-end
-local function remember(key, written, token)
-  redis.call('ZADD', written, now, token)
-  redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
-  local left = redis.call('PTTL', key)
+-- Remember the write's token; false if it was remembered already (this is a resend).
+local function first_time(key, written, token)
+  if redis.call('ZADD', written, 'NX', now, token) == 0 then return false end
+  if string.byte(token, 1) == 48 then  -- a random 1 write in 16 drops the expired tokens
+    redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
+  end
+  local left = redis.call('PTTL', key)  -- and the memory never outlives its session
   if left < 0 or left > MEMORY then left = MEMORY end
   redis.call('PEXPIRE', written, left)
+  return true
 end
 local function quantity(key, field)
   local q = redis.call('HGET', key, field)
   if q then return tonumber(q) end
   return 0
 end
-""".replace("CHUNK", str(CHUNK)).replace("MEMORY", str(WRITE_MEMORY_MS))
+"""
 
 # KEYS[1] session, KEYS[2] its write memory. ARGV: idle s, absolute s, user id or '', pairs...
 CREATE = """
@@ -108,9 +109,12 @@ redis.call('DEL', KEYS[1], KEYS[2])
 local created = math.floor(now / 1000)
 local deadline = now + tonumber(ARGV[2]) * 1000
 local idle = tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], '_c', created, '_a', deadline, '_s', created, '_i', idle)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], '_u', ARGV[3]) end
-each('HSET', KEYS[1], ARGV, 4, #ARGV)
+local fields = {'_c', created, '_a', deadline, '_s', created, '_i', idle}
+if ARGV[3] ~= '' then fields[9], fields[10] = '_u', ARGV[3] end
+local last = math.min(#ARGV, CHUNK)
+for i = 4, last do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+each('HSET', KEYS[1], ARGV, last + 1, #ARGV)
 local expire_at = math.min(now + idle * 1000, deadline)
 redis.call('PEXPIREAT', KEYS[1], expire_at)
 return deadline
@@ -177,67 +181,70 @@ return 1
 # KEYS[1] session, KEYS[2] write memory. ARGV: token, then p:<name>/JSON pairs.
 UPDATE = """
 if not alive(KEYS[1]) then return 0 end
-if applied(KEYS[2], ARGV[1]) then return 1 end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 local old = {}
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(name, 1, 2) == 'p:' then old[#old + 1] = name end
 end
 each('HDEL', KEYS[1], old, 1, #old)
 each('HSET', KEYS[1], ARGV, 2, #ARGV)
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 1
 """
 
 # ARGV: token, number n of fields to remove, the n fields, then p:<name>/JSON pairs to set.
 PATCH = """
 if not alive(KEYS[1]) then return 0 end
-if applied(KEYS[2], ARGV[1]) then return 1 end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 local n = tonumber(ARGV[2])
 each('HDEL', KEYS[1], ARGV, 3, 2 + n)
 each('HSET', KEYS[1], ARGV, 3 + n, #ARGV)
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 1
 """
 
-# ARGV: token, c:<sku>, quantity to add, the most one item may reach.
+# ARGV: token, c:<sku>, quantity to add, the most one item may reach. A write that fails
+# (a value that is not ours, past the limit) is undone and its token forgotten.
 ADD_TO_CART = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
-if current and current + tonumber(ARGV[3]) > tonumber(ARGV[4]) then
-  return redis.error_reply('QUANTITY ' .. current)
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+local q = redis.pcall('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
+if type(q) == 'table' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return q
 end
-local q = redis.call('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
-remember(KEYS[1], KEYS[2], ARGV[1])
+if q > tonumber(ARGV[4]) then
+  q = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
+  if q == 0 then redis.call('HDEL', KEYS[1], ARGV[2]) end
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return redis.error_reply('QUANTITY ' .. q)
+end
 return q
 """
 
 # ARGV: token, c:<sku>, quantity to remove or '' for all of it.
 REMOVE_FROM_CART = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
 if ARGV[3] ~= '' then
-  local left = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
-  if left > 0 then
-    remember(KEYS[1], KEYS[2], ARGV[1])
+  local left = redis.pcall('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
+  if type(left) == 'table' then
+    redis.call('ZREM', KEYS[2], ARGV[1])
     return left
   end
+  if left > 0 then return left end
 end
 redis.call('HDEL', KEYS[1], ARGV[2])
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 0
 """
 
 # ARGV: token, c:<sku>, quantity (0 removes the item).
 SET_QUANTITY = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
 if ARGV[3] == '0' then
   redis.call('HDEL', KEYS[1], ARGV[2])
 else
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 end
-remember(KEYS[1], KEYS[2], ARGV[1])
 return tonumber(ARGV[3])
 """
 
@@ -284,6 +291,12 @@ return redis.call('ZCARD', KEYS[1])
 FLAGS = {"read": "#!lua flags=no-writes", "delete": "#!lua flags=allow-oom"}
 FLAGS["index_drop"] = FLAGS["delete"]
 READS = ("read", "load")
+
+
+def _lua(name: str, body: str) -> str:
+    """The script's full text: its flags, the shared prelude (not for the hot read), its body."""
+    text = FLAGS.get(name, "#!lua") + "\n" + (body if name in READS else PRELUDE + body)
+    return text.replace("CHUNK", str(CHUNK)).replace("MEMORY", str(WRITE_MEMORY_MS))
 
 
 @dataclass(frozen=True)
@@ -368,10 +381,7 @@ class SessionStore:
             "index_drop": INDEX_DROP,
         }
         self._scripts = {
-            name: client.register_script(
-                FLAGS.get(name, "#!lua") + "\n" + (source if name in READS else PRELUDE + source)
-            )
-            for name, source in scripts.items()
+            name: client.register_script(_lua(name, source)) for name, source in scripts.items()
         }
 
     @property
