@@ -138,6 +138,46 @@ def server_costs(client: redis.Redis) -> dict[str, float]:
     }
 
 
+def logout_scaling(
+    client: redis.Redis, sizes: tuple[int, ...], per_user: int = 5, repeats: int = 30
+) -> list[tuple[int, float, float]]:
+    """(total sessions, logout_everywhere ms, sessions_of ms): the median for one user with
+    ``per_user`` sessions while the server holds ``size`` sessions in all.
+
+    The filler sessions are written through a pipeline (no user); 100 more users with
+    ``per_user`` sessions each are linked as usual, so the user index is not alone either.
+    """
+    store = SessionStore(client, prefix="scale")
+    filler = SessionStore(client.pipeline(transaction=False), prefix="scale")
+    for n in range(100):
+        for k in range(per_user):
+            store.create(f"u{n}-{k}", PROFILE, user_id=f"U{n}")
+    written = 100 * per_user
+    store.create("warm-up", PROFILE, user_id="ME")  # loads the scripts: not timed
+    store.logout_everywhere("ME")
+    results = []
+    for size in sizes:
+        while written < size:
+            batch = min(1000, size - written)
+            for n in range(written, written + batch):
+                filler.create(f"f{n}", PROFILE)
+            filler.client.execute()
+            written += batch
+        logout, listing = [], []
+        for _ in range(repeats):
+            for k in range(per_user):
+                store.create(f"me-{k}", PROFILE, user_id="ME")
+            started = time.perf_counter()
+            store.sessions_of("ME")
+            listed = time.perf_counter()
+            ended = store.logout_everywhere("ME")
+            logout.append(time.perf_counter() - listed)
+            listing.append(listed - started)
+            assert ended == per_user
+        results.append((written + per_user, statistics.median(logout), statistics.median(listing)))
+    return results
+
+
 def start_times(count: int) -> list[float]:
     """Seconds from ``LabServer.start()`` to its first answered PING, ``count`` times."""
     times = []
@@ -155,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=3000, help="operations per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="repetitions; the best counts")
     parser.add_argument("--quick", action="store_true", help="a few ops, to check it runs")
+    parser.add_argument(
+        "--logout",
+        action="store_true",
+        help="only: logout_everywhere/sessions_of of one user as total sessions grow 1k -> 100k",
+    )
     args = parser.parse_args(argv)
+    if args.logout:
+        return main_logout(args.quick)
     if args.quick:
         args.ops, args.rounds = 2 * CHUNK, 1
 
@@ -212,6 +259,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     if missed and not args.quick:
         print(f"\nBelow goal: {', '.join(missed)} (numbers vary with machine load; run again)")
+    return 0
+
+
+def main_logout(quick: bool) -> int:
+    sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+    with LabServer() as server:
+        client = server.client()
+        info = client.info("server")
+        name = f"Valkey {info['valkey_version']}" if "valkey_version" in info else "Redis"
+        print(f"{name} {info['redis_version']}: one user with 5 sessions, others around it")
+        print()
+        print(f"{'sessions':>9}{'logout_everywhere ms':>22}{'sessions_of ms':>16}{'vs first':>10}")
+        rows = logout_scaling(client, sizes, repeats=5 if quick else 30)
+        for keys, logout, listing in rows:
+            print(
+                f"{keys:>9,}{logout * 1000:>22.2f}{listing * 1000:>16.2f}"
+                f"{logout / rows[0][1]:>10.2f}"
+            )
+        client.close()
     return 0
 
 
