@@ -15,7 +15,7 @@ Why one hash: profile and cart live and die together (expiry, eviction, DEL), a 
 or a cart item changes alone (no lost update between concurrent requests), and measured with
 ``MEMORY USAGE`` (43-character id, seed profile + 3-item cart) it takes 296 bytes on Redis 7.0
 and 272 on Valkey 9, against 264 / 256 for the same data as one JSON string (1.12x / 1.06x;
-a profile as one JSON field is 2.8x: the value outgrows the compact listpack encoding).
+the profile as one JSON field: 595 / 624, as the value outgrows the compact listpack encoding).
 
 Every write is one Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is atomic
 and runs unchanged on Redis Cluster; the server's clock (``TIME``) decides every expiry.
