@@ -66,7 +66,7 @@ USER_ID = SESSION_ID
 SKU = re.compile(r"[A-Za-z0-9_.:@#/+-]{1,64}")
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_ .:@-]*")  # profile keys that JSON needs no escape for
 PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-CHUNK = 1000  # fields per HSET/HDEL inside a script (Lua's unpack has a stack limit)
+CHUNK = 1000  # arguments per HSET/HDEL in a script (Lua's unpack has a stack limit); even
 
 # -- Lua -------------------------------------------------------------------------------------
 # Shared by every script: the server's time in ms, a live-session check, and the write memory.
@@ -111,7 +111,7 @@ local deadline = now + tonumber(ARGV[2]) * 1000
 local idle = tonumber(ARGV[1])
 local fields = {'_c', created, '_a', deadline, '_s', created, '_i', idle}
 if ARGV[3] ~= '' then fields[9], fields[10] = '_u', ARGV[3] end
-local last = math.min(#ARGV, CHUNK)
+local last = math.min(#ARGV, 3 + CHUNK)  -- CHUNK is even: whole field/value pairs
 for i = 4, last do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 each('HSET', KEYS[1], ARGV, last + 1, #ARGV)
@@ -439,7 +439,12 @@ class SessionStore:
                 keys=keys, args=[seconds, self.absolute_ttl, user, *fields]
             )
         if user:
-            self._link(user, str.__str__(session_id), int(deadline))
+            try:
+                self._link(user, str.__str__(session_id), int(deadline))
+            except BaseException:
+                # A session its user's index does not list would escape logout_everywhere.
+                self.client.delete(*keys)
+                raise
         return True
 
     def get(self, session_id: str) -> dict[str, Any] | None:

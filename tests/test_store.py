@@ -1270,3 +1270,15 @@ def test_after_idle_expiry_the_index_waits_for_its_deadline_or_the_next_use(clie
     assert client.pexpiretime(index) <= int(client.time()[0]) * 1000 + 60_000
     assert store.sessions_of("U1") == []
     assert client.exists(index) == 0
+
+
+def test_a_profile_with_thousands_of_fields(store):
+    """More fields than one HSET inside a script takes (sent in chunks of whole pairs)."""
+    data = {f"f{n}": n for n in range(1500)}
+    store.create("s", data)
+    assert store.get("s") == data
+    store.update("s", {**data, "f0": "changed"})
+    assert store.get("s")["f0"] == "changed"
+    store.patch("s", {f"g{n}": n for n in range(1200)}, remove=[f"f{n}" for n in range(1200)])
+    profile = store.load("s").profile
+    assert len(profile) == 1500 and profile["g1199"] == 1199 and "f1199" not in profile
