@@ -1220,9 +1220,9 @@ def test_logout_everywhere_also_ends_a_session_rotated_meanwhile(client):
 
 def test_max_sessions_per_user_ends_the_oldest(client):
     store = user_store(client, max_sessions_per_user=2)
-    store.create("first", PROFILE, user_id="U1")
-    store.create("second", PROFILE, user_id="U1")
-    store.create("third", PROFILE, user_id="U1")
+    for session_id in ["first", "second", "third"]:
+        store.create(session_id, PROFILE, user_id="U1")
+        time.sleep(0.002)  # "oldest" is by absolute deadline, in ms: no two in the same one
     assert [s.session_id for s in store.sessions_of("U1")] == ["second", "third"]
     assert store.get("first") is None
     store.delete("second")  # a dead entry does not count
