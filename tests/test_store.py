@@ -1187,7 +1187,7 @@ def test_sessions_of_lists_a_users_live_sessions_oldest_first(client):
     now = int(client.time()[0])
     for info in listed:
         assert abs(info.created_at - now) <= 1 and abs(info.last_seen_at - now) <= 1
-    assert [s.ttl for s in listed] == [1800, 60]
+    assert 1790 <= listed[0].ttl <= 1800 and 50 <= listed[1].ttl <= 60
     assert store.sessions_of("nobody") == []
     store.delete("a")
     assert [s.session_id for s in store.sessions_of("U1")] == ["b"]
