@@ -562,10 +562,14 @@ def test_connect_clients_apply_a_resent_cart_add_once(fresh_connection):
     from sessionlab.connection import COMMAND_TIMEOUT
 
     with LabServer() as server:
-        control_client = sessionlab.connect(Settings(url=server.url))
+        # As a .env would name it (a locked server's password included, where it has one).
+        settings = Settings(
+            host="127.0.0.1", port=server.port, password=getattr(server, "password", None)
+        )
+        control_client = sessionlab.connect(settings)
         control = control_client.register_script("return redis.call('INCR', KEYS[1])")
         control(keys=["control"])
-        store = SessionStore(sessionlab.connect(Settings(url=server.url)), prefix="once")
+        store = SessionStore(sessionlab.connect(settings), prefix="once")
         store.create("s", PROFILE)
         store.add_to_cart("s", "A")
         results = stalled(
