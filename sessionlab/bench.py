@@ -214,13 +214,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with LabServer() as server:
         client = server.client()
-        info = client.info("server")
-        name = f"Valkey {info['valkey_version']}" if "valkey_version" in info else "Redis"
-        version = info["redis_version"] if name == "Redis" else ""
         allocator = client.info("memory").get("mem_allocator", "?")
         store = SessionStore(client, prefix="bench")
         print(
-            f"{name} {version} ({server.binary}, {allocator}), redis-py {redis.__version__}, "
+            f"{server_name(client.info('server'))} ({server.binary}, {allocator}), "
+            f"redis-py {redis.__version__}, "
             f"{args.ops} ops x {args.rounds} rounds, one client; raw and store op by op in turns"
         )
         print()
@@ -268,13 +266,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def server_name(info: dict) -> str:
+    """``Redis 7.0.15`` or ``Valkey 9.1.2`` (Valkey also reports a Redis-compatible version)."""
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info['redis_version']}"
+
+
 def main_logout(quick: bool) -> int:
     sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
     with LabServer() as server:
         client = server.client()
         info = client.info("server")
-        name = f"Valkey {info['valkey_version']}" if "valkey_version" in info else "Redis"
-        print(f"{name} {info['redis_version']}: one user with 5 sessions, others around it")
+        print(f"{server_name(info)}: one user with 5 sessions, others around it")
         print()
         print(
             f"{'sessions':>9}{'logout_everywhere ms':>22}{'sessions_of ms':>16}{'vs first':>10}"
