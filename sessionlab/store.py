@@ -7,7 +7,7 @@ Layout of one session with id ``abc`` under the prefix ``session``::
                                 _c created, _s last seen (epoch s), _a absolute deadline (epoch
                                 ms), _i idle timeout (s), _u user id (only if linked)
                          expiry min(last activity + idle timeout, absolute deadline) (PEXPIREAT)
-    session:{abc}:w      zset   tokens of the writes of the last 2 minutes (at most once)
+    session:{abc}:w      zset   tokens of the writes of the last 1.5-2 minutes (at most once)
     session:user:{U001}  zset   the user's session ids, scored by their absolute deadline;
                                 expires at the latest of them
 
@@ -60,7 +60,7 @@ MAX_TTL = 2**31 - 1
 MAX_QUANTITY = 1_000_000
 MAX_DEPTH = 64  # nesting levels of a profile value; checked without recursion
 MAX_INT_DIGITS = 4000  # below Python's int <-> str limit (4300), so every int reads back
-WRITE_MEMORY_MS = 120_000  # how long a write token is remembered: longer than any retry
+WRITE_MEMORY_MS = 120_000  # a write token is remembered 90-120 s: longer than redis-py retries
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 USER_ID = SESSION_ID
 SKU = re.compile(r"[A-Za-z0-9_.:@#/+-]{1,64}")
@@ -91,9 +91,11 @@ local function first_time(key, written, token)
   if string.byte(token, 1) == 48 then  -- a random 1 write in 16 drops the expired tokens
     redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
   end
-  local left = redis.call('PTTL', key)  -- and the memory never outlives its session
-  if left < 0 or left > MEMORY then left = MEMORY end
-  redis.call('PEXPIRE', written, left)
+  if redis.call('PTTL', written) < MEMORY - 30000 then  -- refreshed twice a minute at most
+    local left = redis.call('PTTL', key)  -- and the memory never outlives its session
+    if left < 0 or left > MEMORY then left = MEMORY end
+    redis.call('PEXPIRE', written, left)
+  end
   return true
 end
 local function quantity(key, field)
