@@ -19,7 +19,7 @@ the profile as one JSON field: 595 / 624, as the value outgrows the compact list
 
 Every write is one Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is atomic
 and runs unchanged on Redis Cluster; the server's clock (``TIME``) decides every expiry.
-Writes that change data carry a random token remembered for 2 minutes: a command that
+Writes that change data carry a random token remembered 90-120 s: a command that
 redis-py sends again after a reply timeout is recognised and not applied a second time.
 """
 
