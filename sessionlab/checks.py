@@ -54,9 +54,13 @@ class Verdict:
 
 
 def unanswered(answer: Any) -> bool:
-    """Whether ``answer`` is Otter's stub: ``...``, or a function whose body is ``...``."""
+    """Whether ``answer`` is or holds the stub ``...``, or is a function whose body is ``...``."""
     if answer is Ellipsis:
         return True
+    if isinstance(answer, dict):
+        return any(value is Ellipsis for value in answer.values())
+    if isinstance(answer, list | tuple | set):
+        return any(item is Ellipsis for item in answer)
     if callable(answer):
         try:
             source = inspect.getsource(answer)
