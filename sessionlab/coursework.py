@@ -6,7 +6,8 @@
 ``notebooks/NN_*.ipynb`` are the masters (solutions, Otter's format: README "Coursework").
 ``otter assign`` makes the student edition and the autograder (with the hidden tests) of each;
 ``otter run`` grades a submission in its own kernel, so each submission gets its own private
-redis-server (the embedded default of ``connect()``). Submissions are graded in parallel.
+redis-server (the embedded default of ``connect()``). Submissions are graded in parallel, one
+worker process per core (``GRADE_JOBS`` to change), each importing Otter once.
 Otter is imported only here, so the library itself never needs it.
 """
 
@@ -16,6 +17,7 @@ import contextlib
 import csv
 import io
 import json
+import multiprocessing
 import os
 import re
 import sys
@@ -210,6 +212,16 @@ def cell_errors(notebook: nbformat.NotebookNode) -> list[str]:
     return found
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Workers forked from a fresh server that imported Otter once (plain fork is unsafe when
+    the caller, pytest or a kernel, runs threads); spawn where there is no forkserver."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["otter.run"])
+    return context
+
+
 def _init_worker() -> None:
     """Kernels inherit this: no ``.env``, no server named, so each starts a private server."""
     os.environ.clear()
@@ -227,9 +239,8 @@ def grade(directory: Path, jobs: int | None = None) -> list[Grade]:
         needed = sorted({lesson for lesson in lessons.values() if lesson})
         autograders = {name: assign(by_stem[name], scratch / "assign")[1] for name in needed}
         jobs = jobs or int(os.environ.get("GRADE_JOBS", 0)) or os.cpu_count() or 2
-        import otter.run  # noqa: F401  (once here: forked workers inherit it)
-
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
+        context = _worker_context()
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
             futures = []
             for submission, lesson in lessons.items():
                 zip_file = autograders.get(lesson) if lesson else None
@@ -301,4 +312,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # run the imported module, so worker processes find its functions by their real name
+    from sessionlab import coursework
+
+    sys.exit(coursework.main(sys.argv[1:]))
