@@ -224,8 +224,9 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 def _init_worker() -> None:
     """Kernels inherit this: no ``.env``, no server named, so each starts a private server."""
+    env = grading_environment()
     os.environ.clear()
-    os.environ.update(grading_environment())
+    os.environ.update(env)
 
 
 def grade(directory: Path, jobs: int | None = None) -> list[Grade]:

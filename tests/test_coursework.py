@@ -133,6 +133,14 @@ FIXTURES = [
         'my_command = ["SET", "greeting", "hello", "EX", "60"]',
         (0.5 + 1 + 1) / 3,
     ),
+    # the update loses the TTL (public check fails), but writes only if present, in one SET
+    (
+        "lost-ttl_02_session_crud.ipynb",
+        "02_session_crud.ipynb",
+        "xx=True, keepttl=True))",
+        "xx=True))",
+        (1 + 0.5 + 1 + 1) / 4,
+    ),
 ]
 
 
