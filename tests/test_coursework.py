@@ -23,6 +23,8 @@ from sessionlab import coursework
 LESSONS = coursework.masters()
 WITH_EXERCISES = [p for p in LESSONS if coursework.has_exercises(nbformat.read(p, as_version=4))]
 MIN_EXERCISES = 3
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def stem(path: Path) -> str:
@@ -63,6 +65,23 @@ def test_lesson_runs_twice_in_one_kernel(lesson: Path) -> None:
                     first = str(error).strip().splitlines()[-1:] or ["?"]
                     failures.append(f"run {round_}, cell {index}: {first[0]}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=stem)
+def test_committed_widgets_have_saved_state(lesson: Path) -> None:
+    """Every widget output has its model in the saved state (regenerate_notebooks keeps it), so
+    GitHub shows the panel instead of "model not found"."""
+    notebook = nbformat.read(lesson, as_version=4)
+    ids = [
+        output["data"][WIDGET_VIEW]["model_id"]
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if WIDGET_VIEW in output.get("data", {})
+    ]
+    saved = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    missing = [model_id for model_id in ids if model_id not in saved]
+    command = f"make notebooks NOTEBOOKS={lesson.relative_to(coursework.ROOT)}"
+    assert not missing, f"{len(missing)} of {len(ids)} widget outputs lack saved state: {command}"
 
 
 # -- the student edition ------------------------------------------------------------------------
