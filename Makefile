@@ -28,7 +28,7 @@ lab: $(STAMP)
 	@echo "Solutions: notebooks/ (the link 'Worked solutions' at the top of each lesson)."
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 \
 		--ServerApp.port=$(LAB_PORT) --LabApp.app_settings_dir=sessionlab/lab_settings \
-		--ServerApp.default_url=/lab/tree/student/01_connecting.ipynb \
+		--LabApp.default_url=/lab/tree/student/01_connecting.ipynb \
 		$(if $(CI),--no-browser,) $(LAB_ARGS)
 
 test: $(STAMP)

@@ -23,6 +23,7 @@ from sessionlab import coursework
 LESSONS = coursework.masters()
 WITH_EXERCISES = [p for p in LESSONS if coursework.has_exercises(nbformat.read(p, as_version=4))]
 MIN_EXERCISES = 3
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback text
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
@@ -62,7 +63,8 @@ def test_lesson_runs_twice_in_one_kernel(lesson: Path) -> None:
                 try:
                     client.execute_cell(cell, index)
                 except CellExecutionError as error:
-                    first = str(error).strip().splitlines()[-1:] or ["?"]
+                    plain = ANSI.sub("", str(error)).strip()
+                    first = plain.splitlines()[-1:] or ["?"]
                     failures.append(f"run {round_}, cell {index}: {first[0]}")
     assert not failures, "\n".join(failures)
 
