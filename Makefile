@@ -13,7 +13,7 @@ SANITIZE := tests/nbval_sanitize.cfg
 PINNED_REDIS = $$($(PY) -c 'from sessionlab.server import wheel_server; print(wheel_server())')
 SYSTEM_REDIS = $$(command -v redis-server || true)
 
-.PHONY: lab test setup notebooks lint bench clean
+.PHONY: lab test setup notebooks student grade lint bench clean
 
 setup: $(STAMP)
 
@@ -24,9 +24,11 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 lab: $(STAMP)
-	@echo "Starting JupyterLab on notebooks/ (Ctrl-C to stop). Open the URL printed below."
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --ServerApp.ip=127.0.0.1 \
+	@echo "Starting JupyterLab on the student edition (Ctrl-C to stop). Open the URL printed below."
+	@echo "Solutions: notebooks/ (the link 'Worked solutions' at the top of each lesson)."
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 \
 		--ServerApp.port=$(LAB_PORT) --LabApp.app_settings_dir=sessionlab/lab_settings \
+		--LabApp.default_url=/lab/tree/student/01_connecting.ipynb \
 		$(if $(CI),--no-browser,) $(LAB_ARGS)
 
 test: $(STAMP)
@@ -46,6 +48,15 @@ test: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) tests/regenerate_notebooks.py $(NOTEBOOKS)
+
+# The student edition (student/NN_*.ipynb) from the masters in notebooks/, with otter assign.
+student: $(STAMP)
+	$(PY) -m sessionlab.coursework student $(NOTEBOOKS)
+
+# Grade every .ipynb in SUBMISSIONS (each in its own kernel and private server) -> grades.csv.
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir"; exit 2; }
+	$(PY) -m sessionlab.coursework grade $(SUBMISSIONS)
 
 bench: $(STAMP)
 	$(PY) -m sessionlab.bench

@@ -4,8 +4,9 @@
     .venv/bin/python tests/regenerate_notebooks.py notebooks/02_session_crud.ipynb
 
 Runs in the same isolated environment as the tests (pinned Redis binary, no .env), so the
-saved outputs are what nbval expects. Keeps outputs and execution counts, drops the noisy
-metadata (timings, widget state, ids that change every run).
+saved outputs are what nbval expects. Keeps outputs, execution counts and the widget state
+(so GitHub and a freshly opened JupyterLab show the panels, not "model not found"); drops the
+noisy metadata (timings, ids that change every run).
 """
 
 import sys
@@ -21,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import conftest  # noqa: E402  (the test suite's environment isolation)
 
 KEEP_CELL_METADATA = ("tags",)
-KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info")
+KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info", "widgets")
 
 
 def clean(notebook: nbformat.NotebookNode) -> None:
@@ -43,6 +44,7 @@ def execute(path: Path) -> float:
         notebook,
         timeout=300,
         kernel_name="python3",
+        store_widget_state=True,  # into metadata.widgets, kept by clean()
         resources={"metadata": {"path": str(path.parent)}},
     ).execute()
     clean(notebook)
