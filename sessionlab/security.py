@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 import redis
 
 from .errors import InvalidSetting, ServerError
-from .server import HOST, LabServer, find_redis_server, free_port
+from .server import HOST, LabServer, _die_with_parent, _libc, _popen, find_redis_server, free_port
 
 # -- ids -------------------------------------------------------------------------------------
 
@@ -86,13 +87,13 @@ def session_spans(requests: Sequence[float], idle_ttl: float, absolute_ttl: floa
     spans: list[Span] = []
     created = last = None
     count = 0
-    for time in sorted(requests):
-        if created is not None and time <= expires_at(created, last, idle_ttl, absolute_ttl):
-            last, count = time, count + 1
+    for moment in sorted(requests):
+        if created is not None and moment <= expires_at(created, last, idle_ttl, absolute_ttl):
+            last, count = moment, count + 1
             continue
         if created is not None:
             spans.append(_closed(created, last, count, idle_ttl, absolute_ttl))
-        created, last, count = time, time, 1
+        created, last, count = moment, moment, 1
     if created is not None:
         spans.append(_closed(created, last, count, idle_ttl, absolute_ttl))
     return spans
@@ -173,6 +174,30 @@ def commands_used(admin: redis.Redis, run: Callable[[], object]) -> list[str]:
     stats = admin.info("commandstats")
     names = {name.removeprefix("cmdstat_") for name in stats}
     return sorted(names - _MEASURING)
+
+
+def store_workout(store: Any, user_id: str) -> None:
+    """Call every method of ``store`` once on fresh sessions of ``user_id``; leave nothing.
+
+    What the web app does over a day, so :func:`commands_used` sees every command it needs.
+    """
+    first = store.new_id()
+    store.create(first, {"device": "laptop"}, user_id=user_id)
+    store.get(first)
+    store.load(first)
+    store.update(first, {"device": "laptop", "theme": "dark"})
+    store.patch(first, {"theme": "light"}, remove=["device"])
+    store.add_to_cart(first, "SKU-RED-MUG", 2)
+    store.remove_from_cart(first, "SKU-RED-MUG", 1)
+    store.set_quantity(first, "SKU-TEE-M", 1)
+    store.get_cart(first)
+    store.touch(first)
+    store.ttl(first)
+    current = store.rotate(first)
+    store.create(store.new_id(), {"device": "phone"}, user_id=user_id)
+    store.sessions_of(user_id)
+    store.logout_everywhere(user_id, keep=current)
+    store.delete(current)
 
 
 def acl_rules(commands: Sequence[str], prefix: str = "session") -> list[str]:
@@ -268,6 +293,54 @@ def run_as_other_user(port: int, commands: Sequence[Sequence[object]]) -> list[A
     if done.returncode != 0:
         raise ServerError(f"the other user's program failed: {done.stderr.strip()[-300:]}")
     return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+class UnprotectedServer:
+    """A ``redis-server`` with NO password, as LabServer started them before issue 10.
+
+    Only for showing what another local user can do to such a server. It listens on
+    127.0.0.1 only, keeps nothing on disk, dies with this process, and :meth:`close` removes
+    its directory.
+    """
+
+    def __init__(self) -> None:
+        self.binary = find_redis_server()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="sessionlab-open-"))
+        argv = [self.binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.dir)]
+        argv += ["--save", "", "--appendonly", "no"]
+        with open(self.dir / "redis.log", "wb") as log:
+            self.process = _popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent(os.getpid()) if _libc is not None else None,
+            )
+        client = self.client()
+        for _ in range(400):
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                client.ping()
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.025)
+        self.close()
+        raise ServerError(f"the unprotected redis-server did not start (port {self.port}).")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, decode_responses=True)
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- TLS ---------------------------------------------------------------------------------------
@@ -374,6 +447,29 @@ def tls_server_binary(certs: Certificates) -> str | None:
         finally:
             server.close()
     return None
+
+
+def tls_client(server: LabServer, tls_port: int, ca: Path | None, **kwargs: Any) -> redis.Redis:
+    """A ``rediss://`` client for ``server``'s TLS port, verifying its certificate with ``ca``
+    (``None``: trust only the system's CAs, which do not know the lesson's CA).
+
+    The credentials are those of ``server.client()``, so a locked server's password is used
+    without ever being shown.
+    """
+    plain = server.client()
+    known = plain.connection_pool.connection_kwargs
+    plain.close()
+    return redis.Redis.from_url(
+        f"rediss://{HOST}:{tls_port}/0",
+        username=known.get("username"),
+        password=known.get("password"),
+        ssl_ca_certs=None if ca is None else str(ca),
+        ssl_cert_reqs="required",
+        ssl_check_hostname=True,
+        decode_responses=True,
+        socket_timeout=5,
+        **kwargs,
+    )
 
 
 @contextlib.contextmanager
