@@ -17,6 +17,7 @@ IMPORTING/MIGRATING``, ``MIGRATE`` and ``CLUSTER SETSLOT NODE``, exactly what ``
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from .errors import ServerError
-from .server import HOST, LabServer, find_redis_server, free_port, server_version
+from .errors import InvalidServerOption, ServerError
+from .server import (
+    HOST,
+    LabServer,
+    check_directives,
+    find_redis_server,
+    free_port,
+    server_version,
+    wait_until,
+)
 
 SLOTS = 16384
 NODE_TIMEOUT_MS = 1000
@@ -85,6 +94,15 @@ class LabCluster:
             )
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
             raise ServerError(f"replicas={replicas!r}: pass a whole number >= 0 per master.")
+        check_directives(directives)
+        if "requirepass" in directives:
+            raise InvalidServerOption(
+                "LabCluster makes its own random password for every node (client() uses it): "
+                "remove requirepass."
+            )
+        # One password for every node: replicas authenticate to their master with it
+        # (masterauth), MIGRATE to the target node, clients to any node.
+        self._password = secrets.token_urlsafe(32)
         self.binary = find_redis_server(binary)
         self.masters_at_start = masters
         self.replicas_per_master = replicas
@@ -161,6 +179,7 @@ class LabCluster:
         startup = [ClusterNode(HOST, node.port) for node in self.nodes if node.running]
         if not startup:
             raise ServerError("No node of the cluster is running: start() one first.")
+        kwargs.setdefault("password", self._password)
         return FailoverTolerantCluster(
             startup_nodes=startup, failover_timeout=failover_timeout, **kwargs
         )
@@ -370,7 +389,9 @@ class LabCluster:
             port = free_port()
             if port in taken or port + 10000 in taken:
                 continue
-            node = LabServer(port=port, binary=self.binary, **self.directives)
+            node = LabServer(
+                port=port, binary=self.binary, requirepass=self._password, **self.directives
+            )
             try:
                 node.start()
             except ServerError as error:
@@ -455,20 +476,13 @@ class LabCluster:
         return all(nid in running_ids for nid, _ranges_ in served)
 
     def _wait(self, ready: Callable[[], bool], what: str, timeout: float = WAIT_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                if ready():
-                    return
-            except (redis.RedisError, StopIteration) as error:  # a node busy or restarting
-                last = error
-            time.sleep(0.02)
-        detail = f" (last error: {last})" if last else ""
-        raise ServerError(
-            f"Timed out after {timeout:.0f} s waiting for {what}{detail}. "
-            f"cluster_map() shows each node's view; a master without a running replica "
-            "cannot be replaced: start() it again."
+        wait_until(
+            ready,
+            what,
+            timeout,
+            hint=" cluster_map() shows each node's view; a master without a running replica "
+            "cannot be replaced: start() it again.",
+            retry_on=(redis.RedisError, StopIteration),  # a node busy or restarting
         )
 
     def _move_batch(self, slots: Sequence[int], source: LabServer, target: LabServer) -> int:
@@ -492,7 +506,9 @@ class LabCluster:
             pipe = src.pipeline(transaction=False)
             for slot in pending:  # MIGRATE takes keys of one slot at a time
                 keys = keys_per_slot[slot]
-                pipe.execute_command("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
+                pipe.execute_command(
+                    "MIGRATE", HOST, target.port, "", 0, 5000, "AUTH", self._password, "KEYS", *keys
+                )
                 moved += len(keys)
             pipe.execute()
         others = [n for n in self.masters if n not in (source, target)]  # replicas refuse

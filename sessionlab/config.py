@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from dotenv import dotenv_values, find_dotenv
 from redis.connection import parse_url
@@ -131,13 +131,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 def _int_variable(name: str, raw: str | None, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
-    try:
-        number = int(raw)
-    except ValueError:
+    # int() also takes "1_000", "+5" and non-ASCII digits: only plain 0-9 is a setting.
+    if not re.fullmatch(r"-?[0-9]+", raw):
         raise ConfigError(
             f"{name}={raw!r} is not a whole number: set {name} to a number from {low} to {high} "
             "in .env or the environment."
-        ) from None
+        )
+    number = int(raw)
     if not low <= number <= high:
         raise ConfigError(f"{name}={number} is out of range: use a number from {low} to {high}.")
     return number
@@ -158,8 +158,21 @@ def _check_url(url: str) -> str:
         ) from None
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigError(f"REDIS_URL={shown!r} names no host: write redis://host:port/db.")
+    # redis-py reads "/abc" as db 0 and "/1_0" or "?db=1_0" as db 10, without a word.
+    path = parts.path if parts.scheme != "unix" else ""
+    if path not in ("", "/") and not re.fullmatch(r"/[0-9]+", path):
+        raise ConfigError(
+            f"REDIS_URL={shown!r} ends in {path!r}, which is not a database number: write "
+            "redis://host:port/0 (or another number from 0), or leave the path out."
+        )
+    for db in parse_qs(parts.query).get("db", []):
+        if not re.fullmatch(r"[0-9]+", db):
+            raise ConfigError(
+                f"REDIS_URL={shown!r} has db={db!r}: the database must be a plain number "
+                "(0, 1, ...)."
+            )
     try:
-        parse_url(url)  # what redis-py will do with it, e.g. ?db=abc
+        parse_url(url)  # what redis-py will do with it
     except ValueError as error:
         raise ConfigError(f"REDIS_URL={shown!r} cannot be used: {error}") from None
     return url

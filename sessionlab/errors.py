@@ -85,3 +85,17 @@ class StoreReadOnly(SessionError, redis.exceptions.ResponseError):
 
     Also a redis-py ``ResponseError``, as the plain command would raise.
     """
+
+
+class InvalidServerOption(ServerError, ValueError):
+    """An argument of ``LabServer``/``LabCluster`` cannot be used: a directive that would undo
+    the password lock or the server's lifecycle, an unusable ``dir=``, an empty password."""
+
+
+class SaveFailed(ServerError):
+    """A private server was stopped but its data was not saved: its final save failed."""
+
+
+class EmbeddedServerWarning(UserWarning):
+    """A script (not a notebook, not an interactive interpreter) started a private server:
+    other processes cannot see its sessions unless they share one server via ``REDIS_URL``."""

@@ -1,45 +1,76 @@
 """A private, real ``redis-server`` for lessons and tests: :class:`LabServer`.
 
 The server runs as a child of this Python process, on 127.0.0.1, on a free port, with its
-own data directory. It cannot outlive its owner: the kernel kills it (``PR_SET_PDEATHSIG``)
-when the owner dies, even by SIGKILL, and an ``atexit`` hook stops it on a normal exit.
+own 0700 data directory, and is **locked**: it has a random password (``secrets``) that is
+passed on the server's stdin, never in its argv (``/proc/<pid>/cmdline`` is world-readable),
+and never shown in a repr, message or log line of ours. :meth:`LabServer.client` uses it.
+
+It cannot outlive its owner: :mod:`sessionlab.lifeline` kills it and removes its temporary
+directory when the owner ends in any way (even SIGKILL, on Linux and macOS), and an ``atexit``
+hook stops it cleanly on a normal exit.
 """
 
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import contextlib
-import ctypes
 import functools
 import os
-import queue
 import random
 import re
+import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
+from redis.retry import Retry
 
-from .errors import ServerError
+from . import lifeline
+from .errors import InvalidServerOption, SaveFailed, ServerError
 
 HOST = "127.0.0.1"
 PORT_RANGE = (20000, 55000)  # + 10000 for a cluster bus port stays below 65536
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
-_PR_SET_PDEATHSIG = 1
-_running: weakref.WeakSet[LabServer] = weakref.WeakSet()
+#: Directives a caller may not pass, and why: each would undo the password lock or the
+#: server's lifecycle (a server that outlives its owner, files left outside its directory,
+#: a stop that skips the final save).
+LOCKED_DIRECTIVES = {
+    "bind": "the server listens on 127.0.0.1 only",
+    "port": "pass port= to LabServer itself (it checks that the port is free)",
+    "dir": "pass dir= to LabServer itself (it creates the directory, mode 0700)",
+    "daemonize": "a daemonized server leaves its owner and would outlive it",
+    "supervised": "the owner process supervises the server",
+    "protected-mode": "the server is locked by its password, and stays so",
+    "masterauth": "LabServer sets masterauth to its own password",
+    "masteruser": "LabServer replicas authenticate as the default user",
+    "aclfile": "users from an ACL file could have no password",
+    "user": "an ACL user could have no password (`user default nopass`); create users with "
+    "ACL SETUSER through client()",
+    "include": "an included file could undo any of these settings",
+    "unixsocket": "a socket outside the 0700 data directory would be left behind",
+    "unixsocketperm": "there is no unix socket",
+    "unixsocketgroup": "there is no unix socket",
+    "pidfile": "a pid file outside the data directory would be left behind",
+    "logfile": "the log is redis.log in the data directory, where errors are read from",
+    "shutdown-on-sigterm": "stop() relies on the final save and reports when it fails",
+    "shutdown-on-sigint": "stop() relies on the final save and reports when it fails",
+}
+
+#: Directives whose value is one argument even with spaces in it (passwords).
+_ONE_VALUE = {"requirepass", "masterauth"}
+
+_T = TypeVar("_T")
 
 
 def find_redis_server(explicit: str | None = None) -> str:
@@ -81,8 +112,15 @@ def pip_redis_server() -> str | None:
 
 @functools.cache
 def server_version(binary: str) -> tuple[int, ...]:
-    """``(6, 2, 14)`` for a Redis 6.2.14 binary."""
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    """``(7, 0, 15)`` for a Redis 7.0.15 binary (Valkey reports its own version)."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise ServerError(
+            f"{binary} cannot be run ({error.strerror}): point REDIS_SERVER_BIN (or binary=) at "
+            "a redis-server or valkey-server built for this machine, and make it executable "
+            "(chmod +x)."
+        ) from None
     found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out.stdout)
     if not found:
         raise ServerError(f"{binary} --version did not print a Redis version: {out.stdout!r}")
@@ -114,97 +152,142 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def directive_args(directives: dict[str, Any]) -> list[str]:
-    """Turn ``maxmemory_policy="allkeys-lru", save=[3600, 1]`` into redis-server arguments.
+def check_directives(directives: dict[str, Any]) -> None:
+    """Refuse a directive that would undo the lock or the lifecycle, or a malformed name."""
+    for name in directives:
+        flag = name.replace("_", "-").lower()
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", flag):
+            raise InvalidServerOption(
+                f"{name!r} is not a redis-server directive name: use letters, digits and "
+                "underscores, like maxmemory_policy."
+            )
+        if flag in LOCKED_DIRECTIVES:
+            raise InvalidServerOption(
+                f"LabServer does not accept the directive {flag!r}: {LOCKED_DIRECTIVES[flag]}. "
+                "Remove it."
+            )
+
+
+def directive_lines(directives: dict[str, Any]) -> list[list[str]]:
+    """Turn ``maxmemory_policy="allkeys-lru", save=[3600, 1]`` into redis.conf lines.
 
     Underscores become dashes; ``True``/``False`` become ``yes``/``no``; a string is split
-    like a line of ``redis.conf`` (``save="3600 1"`` is two arguments, as Redis 6.2 needs);
+    like a line of ``redis.conf`` (``save="3600 1"`` is two arguments), except a password;
     ``""`` stays one empty argument (``save=""`` turns snapshots off). Several ``save``
-    points (``save=[3600, 1, 300, 100]``) become one ``--save`` per pair: Redis 6.2 silently
-    ignores a ``save`` line with more than one pair.
+    points (``save=[3600, 1, 300, 100]``) become one line per pair: Redis 6.2 ignores a
+    ``save`` line with more than one pair.
     """
-    args: list[str] = []
+    lines: list[list[str]] = []
     for name, value in directives.items():
         if value is None:
             continue
+        flag = name.replace("_", "-").lower()
         if isinstance(value, bool):
             values = ["yes" if value else "no"]
         elif isinstance(value, (list, tuple)):
             values = [str(v) for v in value]
+        elif flag in _ONE_VALUE:
+            values = [str(value)]
         else:
             values = str(value).split() or [""]
-        flag = f"--{name.replace('_', '-')}"
-        if flag == "--save" and len(values) > 2:
-            for start in range(0, len(values), 2):
-                args += [flag, *values[start : start + 2]]
+        if flag == "save" and len(values) > 2:
+            lines += [[flag, *values[start : start + 2]] for start in range(0, len(values), 2)]
         else:
-            args += [flag, *values]
-    return args
+            lines.append([flag, *values])
+    return lines
 
 
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+def directive_args(directives: dict[str, Any]) -> list[str]:
+    """The same as command-line arguments: ``["--maxmemory-policy", "allkeys-lru", ...]``."""
+    return [arg for line in directive_lines(directives) for arg in (f"--{line[0]}", *line[1:])]
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """What the child runs between fork and exec: SIGKILL me when my parent dies.
+def config_text(directives: dict[str, Any]) -> str:
+    """The directives as a redis.conf, every argument quoted (spaces, quotes, newlines)."""
+    return "".join(" ".join(map(_quote, line)) + "\n" for line in directive_lines(directives))
 
-    libc is loaded beforehand, in the parent: ``dlopen`` between fork and exec can deadlock.
-    If the parent died before ``prctl`` took effect, the child exits at once.
+
+def _quote(arg: str) -> str:
+    """One redis.conf argument in double quotes; anything but printable ASCII as ``\\xHH``."""
+    out = []
+    for char in arg:
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isascii() and char.isprintable():
+            out.append(char)
+        else:
+            out += [f"\\x{byte:02x}" for byte in char.encode()]
+    return '"' + "".join(out) + '"'
+
+
+def wait_until(
+    ready: Callable[[], _T],
+    what: str,
+    timeout: float = START_TIMEOUT,
+    *,
+    hint: str = "",
+    retry_on: tuple[type[BaseException], ...] = (redis.RedisError, OSError),
+) -> _T:
+    """Call ``ready()`` until it returns something true, and return that.
+
+    The one wait-until-ready loop of sessionlab. ``retry_on`` errors mean "not yet" (the last
+    one is named on timeout). A server that answers ``LOADING`` is making progress, so while
+    it does, the deadline moves on: a big data set is waited for, never killed as silent.
     """
-
-    def preexec() -> None:
-        assert _libc is not None
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-_spawn_jobs: queue.SimpleQueue[Any] | None = None
-_spawn_lock = threading.Lock()
-
-
-def _popen(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    """``subprocess.Popen`` from a thread that lives as long as this process.
-
-    Linux sends the "parent died" signal when the *thread* that forked the child ends, so a
-    server started from a short-lived thread (a thread pool, a web handler) would be killed
-    with it. The main thread spawns directly; any other thread hands the job to one daemon
-    thread that never ends.
-    """
-    if threading.current_thread() is threading.main_thread():
-        return subprocess.Popen(args, **kwargs)
-    global _spawn_jobs
-    with _spawn_lock:
-        if _spawn_jobs is None:
-            _spawn_jobs = queue.SimpleQueue()
-            threading.Thread(
-                target=_spawn_forever, args=(_spawn_jobs,), name="sessionlab-spawner", daemon=True
-            ).start()
-    future: concurrent.futures.Future[subprocess.Popen[bytes]] = concurrent.futures.Future()
-    _spawn_jobs.put((future, args, kwargs))
-    return future.result()
-
-
-def _spawn_forever(jobs: queue.SimpleQueue[Any]) -> None:
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
     while True:
-        future, args, kwargs = jobs.get()
         try:
-            future.set_result(subprocess.Popen(args, **kwargs))
-        except BaseException as error:
-            future.set_exception(error)
+            result = ready()
+            if result:
+                return result
+        except redis.BusyLoadingError as error:
+            last = error
+            deadline = max(deadline, time.monotonic() + timeout)
+        except retry_on as error:
+            last = error
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last})" if last else ""
+            raise ServerError(f"Timed out after {timeout:.0f} s waiting for {what}{detail}.{hint}")
+        time.sleep(0.01)
+
+
+class _LabCredentials(CredentialProvider):
+    """The server's password, given only while that server runs on the client's port.
+
+    redis-py asks for credentials on every new connection. While the server is down (crashed,
+    stopped) or after it moved to another port, whatever listens on the old port now is a
+    stranger: the connection is refused here, before a single command reaches it.
+    """
+
+    def __init__(self, server: LabServer, port: int) -> None:
+        self._server = weakref.ref(server)
+        self._port = port
+
+    def get_credentials(self) -> tuple[str, str]:
+        server = self._server()
+        if server is None or not server.running:
+            raise redis.ConnectionError(
+                f"The LabServer on port {self._port} is not running: start() it again."
+            )
+        if server.port != self._port:
+            raise redis.ConnectionError(
+                f"The LabServer that was on port {self._port} now runs on port {server.port} "
+                "(another process took its port): make a new client with .client()."
+            )
+        return ("default", server.password)
 
 
 class LabServer:
-    """A real ``redis-server`` owned by this process.
+    """A real ``redis-server`` owned by this process, locked by a random password.
 
-    ``LabServer(appendonly=True, maxmemory="2mb")`` passes any directive on the command
-    line; the defaults are no persistence (``save ""``, ``appendonly no``) and a fresh
-    temporary data directory that :meth:`close` removes. Use it as a context manager, or
-    call :meth:`start` and :meth:`close`.
+    ``LabServer(appendonly=True, maxmemory="2mb")`` passes any directive (but those in
+    :data:`LOCKED_DIRECTIVES`); the defaults are no persistence (``save ""``, ``appendonly
+    no``) and a fresh temporary data directory that :meth:`close` removes. Use it as a context
+    manager, or call :meth:`start` and :meth:`close`. :meth:`client` knows the password.
 
-    It may be started from any thread: the server dies with this process, not with the thread.
+    ``requirepass=`` chooses the password instead of a random one (lesson 01 shows a known
+    password being checked); it is still never in argv or a message.
     """
 
     def __init__(
@@ -215,22 +298,45 @@ class LabServer:
         binary: str | None = None,
         **directives: Any,
     ) -> None:
+        check_directives(directives)
+        password = directives.pop("requirepass", None)
+        if password is None:
+            password = secrets.token_urlsafe(32)
+        elif not isinstance(password, str) or not password:
+            raise InvalidServerOption(
+                "requirepass must be a non-empty str (or leave it out for a random password)."
+            )
+        self._password = password
         self.binary = find_redis_server(binary)
+        self._owner = os.getpid()
         self._fixed_port = port
         self.port = port or free_port()
-        _reserved_ports.add(self.port)
         self._owns_dir = dir is None
-        self.dir = Path(dir) if dir is not None else Path(tempfile.mkdtemp(prefix="sessionlab-"))
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if dir is None:
+            lifeline.sweep()
+            self.dir = Path(tempfile.mkdtemp(prefix=lifeline.DIR_PREFIX))  # mode 0700
+            lifeline.claim_dir(self.dir)
+        else:
+            self.dir = _given_dir(dir)
+        _reserved_ports.add(self.port)
         self.directives = dict(directives)
         self.process: subprocess.Popen[bytes] | None = None
+        self._started: str | None = None  # the server process's start time (lifeline)
+        self._log: Any = None  # the log, kept open: readable even if the directory is gone
         self._log_start = 0
-        self._finalizer: weakref.finalize | None = None
+        # The process, in a list the finalizer shares (the finalizer must not hold ``self``).
+        self._process_box: list[subprocess.Popen[bytes] | None] = [None]
+        _servers.add(self)
+        self._finalizer = weakref.finalize(
+            self, _clean_up, self._owner, self._owns_dir, self.dir, self._process_box
+        )
+        self._finalizer.atexit = False  # _close_all closes servers cleanly at exit
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> LabServer:
         """Start the server (again, after :meth:`stop` or :meth:`crash`) and wait for PING."""
+        self._check_owner("start")
         if self.running:
             return self
         for attempt in range(5):
@@ -250,29 +356,30 @@ class LabServer:
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
-        """Shut down cleanly (SIGTERM: Redis flushes AOF / saves RDB as configured)."""
+        """Shut down cleanly: ``SHUTDOWN`` saves (RDB/AOF) as configured, then exits.
+
+        If the final save fails, Redis refuses to exit; the server is then killed (stopped
+        means stopped) and :class:`~sessionlab.errors.SaveFailed` names what was lost.
+        """
+        self._check_owner("stop")
         if self.process is None:
             return
-        process, self.process = self.process, None
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while process.poll() is None and time.monotonic() < deadline:
-            # Redis 6.2 ignores SIGTERM while it writes its first AOF rewrite: repeat it.
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(0.5)
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        self._forget()
+        process = self.process
+        lost = self._shutdown(process) if process.poll() is None else None
+        self.process = None
+        self._forget(process)
+        if lost:
+            raise SaveFailed(lost)
 
     def crash(self) -> None:
         """Kill the server with SIGKILL, as a power cut or OOM killer would; no saving."""
+        self._check_owner("crash")
         if self.process is None:
             return
         process, self.process = self.process, None
         process.kill()
         process.wait()
-        self._forget()
+        self._forget(process)
 
     def restart(self) -> LabServer:
         """Stop cleanly and start again on the same port and data directory."""
@@ -280,14 +387,32 @@ class LabServer:
         return self.start()
 
     def close(self) -> None:
-        """Stop the server and delete the data directory if this object created it."""
-        self.stop()
-        _reserved_ports.discard(self.port)
-        if self._owns_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        """Stop the server and delete the data directory if this object created it.
+
+        In a forked child this does nothing: the server belongs to the parent.
+        """
+        if not self._check_owner("close", quiet=True):
+            return
+        try:
+            self.stop()
+        finally:
+            if self.process is not None:  # stop() failed half-way: never leave it running
+                self.crash()
+            _reserved_ports.discard(self.port)
+            if self._owns_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                lifeline.release_dir(self.dir)
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            _servers.discard(self)
 
     def __enter__(self) -> LabServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # __exit__ will not run: leave nothing behind
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -296,11 +421,20 @@ class LabServer:
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        if self.process is None:
+            return False
+        if self._owner != os.getpid():  # a forked child cannot wait() for it
+            return lifeline.alive(self.process.pid, self._started)
+        return self.process.poll() is None
 
     @property
     def pid(self) -> int | None:
-        return self.process.pid if self.running else None
+        return self.process.pid if self.process is not None and self.running else None
+
+    @property
+    def password(self) -> str:
+        """The server's password. Never print it; :meth:`client` uses it for you."""
+        return self._password
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -309,6 +443,7 @@ class LabServer:
 
     @property
     def url(self) -> str:
+        """``redis://127.0.0.1:port``, without the password (safe to show)."""
         return f"redis://{HOST}:{self.port}"
 
     @property
@@ -316,18 +451,29 @@ class LabServer:
         return self.dir / "redis.log"
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        """A redis-py client for this server (``decode_responses=True`` unless overridden)."""
+        """A redis-py client for this server (``decode_responses=True`` unless overridden).
+
+        It authenticates with the server's password, and never talks to another process
+        that took this server's port while it was down.
+        """
         kwargs.setdefault("decode_responses", True)
-        if "requirepass" in self.directives:
-            kwargs.setdefault("password", str(self.directives["requirepass"]))
+        if "password" not in kwargs and "credential_provider" not in kwargs:
+            kwargs["credential_provider"] = _LabCredentials(self, self.port)
         return redis.Redis(host=HOST, port=self.port, **kwargs)
 
+    def settings(self) -> Any:
+        """:class:`~sessionlab.config.Settings` for this server (its repr hides the password)."""
+        from .config import Settings
+
+        return Settings(host=HOST, port=self.port, password=self._password)
+
     def files(self) -> list[str]:
-        """The data directory's files (relative paths, sorted), without the log."""
+        """The data directory's files (relative paths, sorted), without the log and marker."""
+        skip = {self.log_path, self.dir / lifeline.MARKER}
         return sorted(
             str(path.relative_to(self.dir))
             for path in self.dir.rglob("*")
-            if path.is_file() and path != self.log_path
+            if path.is_file() and path not in skip
         )
 
     def __repr__(self) -> str:
@@ -336,109 +482,234 @@ class LabServer:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _command(self) -> list[str]:
-        defaults: dict[str, Any] = {"save": "", "appendonly": False}
-        settings = {**defaults, **self.directives}
+    def _config(self) -> str:
+        settings: dict[str, Any] = {"save": "", "appendonly": False, **self.directives}
         fixed = {
             "port": self.port,
             "bind": HOST,
+            "protected-mode": True,
             "dir": str(self.dir.resolve()),
             "daemonize": False,
+            "logfile": "",  # stdout, which is redis.log
+            "requirepass": self._password,
+            "masterauth": self._password,  # replicas of a LabCluster share the password
         }
-        return [self.binary, *directive_args({**fixed, **settings})]
+        return config_text({**settings, **fixed})
 
     def _spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self._log_start = log.tell()
-            self.process = _popen(
-                self._command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
+        if self._log is None:
+            try:
+                self._log = open(self.log_path, "ab+")  # noqa: SIM115 - kept open on purpose
+            except OSError as error:
+                raise InvalidServerOption(_dir_problem(self.dir, error)) from None
+        self._log_start = self._log.seek(0, os.SEEK_END)
+        try:
+            # The whole configuration, password included, goes through stdin ("-"): argv
+            # is readable by every local user.
+            self.process = subprocess.Popen(
+                [self.binary, "-"],
+                stdin=subprocess.PIPE,
+                stdout=self._log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(os.getpid()) if _libc is not None else None,
             )
-        _running.add(self)
-        self._finalizer = weakref.finalize(self, _kill_quietly, self.process)
-        # At exit, _stop_all shuts servers down cleanly; the finalizer's own exit hook would
-        # run first (atexit is last-in, first-out) and SIGKILL them before that.
-        self._finalizer.atexit = False
+        except OSError as error:
+            raise ServerError(
+                f"{self.binary} cannot be run ({error.strerror}): point REDIS_SERVER_BIN (or "
+                "binary=) at a redis-server or valkey-server built for this machine, and make "
+                "it executable (chmod +x)."
+            ) from None
+        self._process_box[0] = self.process
+        self._started = lifeline.claim_server(
+            self.process.pid, self.dir if self._owns_dir else None
+        )
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it exited at once: _wait_ready says why
+            self.process.stdin.write(self._config().encode())
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
 
     def _wait_ready(self) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            code = self.process.poll()
+        process = self.process
+        assert process is not None
+
+        def ready() -> bool:
+            code = process.poll()
             if code is not None:
-                self._forget()
-                self.process = None
-                log = self._log_tail()
-                if "Address already in use" in log:
-                    raise _PortTaken
-                raise ServerError(
-                    f"redis-server exited at start with code {code}; "
-                    f"its log ({self.log_path}) ends with:\n{log}"
-                )
-            if _answers_ping(self.port) and self._answering_pid() == self.process.pid:
-                return
-            time.sleep(0.005)
-        self.crash()
-        raise ServerError(
-            f"redis-server on port {self.port} did not answer PING within {START_TIMEOUT:.0f} s. "
-            f"Its log ends with:\n{self._log_tail()}"
+                raise _Exited(code)
+            with self._raw_client(0.5) as client:
+                client.ping()  # BusyLoadingError while loading: wait_until waits on
+                return int(client.info("server")["process_id"]) == process.pid
+
+        try:
+            wait_until(ready, f"redis-server on port {self.port} to answer PING")
+        except _Exited as exited:
+            self.process = None
+            self._forget(process)
+            log = self._log_tail()
+            if "Address already in use" in log:
+                raise _PortTaken from None
+            raise ServerError(
+                f"redis-server exited at start with code {exited.code}; its log "
+                f"({self.log_path}) ends with:\n{log}"
+            ) from None
+        except ServerError as error:
+            self.crash()
+            raise ServerError(f"{error} Its log ends with:\n{self._log_tail()}") from None
+
+    def _raw_client(self, timeout: float) -> redis.Redis:
+        """A client for our own bookkeeping: no retries, fixed port, the password."""
+        return redis.Redis(
+            host=HOST,
+            port=self.port,
+            password=self._password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
         )
 
-    def _answering_pid(self) -> int | None:
-        """The pid of whatever answers on our port: another process may hold it after a restart."""
+    def _shutdown(self, process: subprocess.Popen[bytes]) -> str | None:
+        """Stop ``process``; return what was lost if its final save failed, else ``None``."""
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with self._raw_client(STOP_TIMEOUT) as client:
+                    client.execute_command("SHUTDOWN")
+            except redis.ResponseError:
+                # "Errors trying to SHUTDOWN": the save failed, or (Redis 6.2/7.0 with AOF
+                # on) its first AOF rewrite is still being written: wait for that one.
+                if "Writing initial AOF" in self._log_tail(3):
+                    time.sleep(0.05)
+                    continue
+                lost = self._what_would_be_lost()
+                process.kill()
+                process.wait()
+                return lost
+            except redis.RedisError:  # the connection closed: it is exiting
+                pass
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(max(0.0, deadline - time.monotonic()))
+        if process.poll() is None:  # no answer (SIGSTOPped, stuck): a clean stop is impossible
+            process.kill()
+            process.wait()
+            if self.directives.get("save") or self.directives.get("appendonly"):
+                return (
+                    f"The LabServer on port {self.port} did not shut down within "
+                    f"{STOP_TIMEOUT:.0f} s and was killed: writes since its last save are lost."
+                )
+        return None
+
+    def _what_would_be_lost(self) -> str:
+        reason = self._log_tail(4)
         try:
-            with self.client(socket_timeout=0.5) as client:
-                return int(client.info("server")["process_id"])
-        except redis.exceptions.RedisError:  # LOADING, refused, a password we do not know
-            return None
+            with self._raw_client(2.0) as client:
+                keyspace = client.info("keyspace")
+                changes = client.info("persistence").get("rdb_changes_since_last_save")
+            keys = sum(int(db["keys"]) for db in keyspace.values())
+            what = f"{keys} keys ({changes} changes since the last successful save)"
+        except redis.RedisError:
+            what = "everything written since the last successful save"
+        return (
+            f"The final save of the LabServer on port {self.port} failed, so it could not stop "
+            f"cleanly and was killed: {what} were lost. Redis logged:\n{reason}\n"
+            f"Check that its data directory {self.dir} exists, is writable and has free space "
+            "before you stop a server whose data you want to keep."
+        )
 
     def _log_tail(self, lines: int = 8) -> str:
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(self._log_start)
-                text = log.read().decode(errors="replace")
-        except OSError:
+        if self._log is None:
             return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        try:
+            self._log.seek(self._log_start)
+            text = self._log.read().decode(errors="replace")
+            self._log.seek(0, os.SEEK_END)
+        except (OSError, ValueError):
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:]).replace(self._password, "***")
 
-    def _forget(self) -> None:
+    def _forget(self, process: subprocess.Popen[bytes]) -> None:
         """Drop the bookkeeping for a process that has exited."""
-        _running.discard(self)
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
+        lifeline.release_server(process.pid)
+        self._process_box[0] = None
+
+    def _check_owner(self, action: str, quiet: bool = False) -> bool:
+        """True in the owner process. A forked child never touches its parent's server."""
+        if self._owner == os.getpid():
+            return True
+        if quiet:
+            return False
+        raise ServerError(
+            f"This LabServer belongs to process {self._owner}; a forked child cannot {action} "
+            "it. Start a LabServer of its own in the child, or use client() to talk to it."
+        )
 
 
 class _PortTaken(Exception):
     pass
 
 
-def _answers_ping(port: int) -> bool:
-    """True once the server accepts commands (a password prompt counts; LOADING does not)."""
+class _Exited(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _given_dir(dir: str | os.PathLike[str]) -> Path:
+    """A caller's data directory, created (0700) if missing; a clear error if unusable."""
+    path = Path(dir)
     try:
-        with socket.create_connection((HOST, port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            reply = sock.recv(64)
-    except OSError:
-        return False
-    return reply.startswith((b"+PONG", b"-NOAUTH"))
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = path / ".sessionlab-write-test"
+        probe.touch()
+        probe.unlink()
+    except (OSError, ValueError) as error:
+        raise InvalidServerOption(_dir_problem(path, error)) from None
+    return path
 
 
-def _kill_quietly(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
+def _dir_problem(path: Path, error: Exception) -> str:
+    reason = getattr(error, "strerror", None) or str(error)
+    return (
+        f"dir={str(path)!r} cannot be used as a data directory ({reason}): pass a directory "
+        "you can write to (it is created if missing), or leave dir= out for a private "
+        "temporary one."
+    )
+
+
+def _clean_up(
+    owner: int, owns_dir: bool, directory: Path, box: list[subprocess.Popen[bytes] | None]
+) -> None:
+    """A LabServer nobody references any more: kill its server, remove its temporary dir."""
+    if owner != os.getpid():
+        return
+    process = box[0]
+    if process is not None and process.poll() is None:
         process.kill()
         process.wait()
+    if process is not None:
+        lifeline.release_server(process.pid)
+    if owns_dir:
+        shutil.rmtree(directory, ignore_errors=True)
+        lifeline.release_dir(directory)
+
+
+#: Every LabServer of this process that may hold a process or a directory.
+_servers: weakref.WeakSet[LabServer] = weakref.WeakSet()
 
 
 def running_servers() -> Iterator[LabServer]:
     """The LabServers of this process that are running now."""
-    return (server for server in list(_running) if server.running)
+    return (server for server in list(_servers) if server.running)
 
 
 @atexit.register
-def _stop_all() -> None:
-    for server in list(_running):
-        server.close()
+def _close_all() -> None:
+    """At a normal exit: stop every server cleanly (also crashed or stopped ones' dirs)."""
+    errors = []
+    for server in list(_servers):
+        try:
+            server.close()
+        except ServerError as error:
+            errors.append(error)
+    lifeline.close()
+    if errors:
+        raise errors[0]

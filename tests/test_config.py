@@ -291,3 +291,44 @@ def test_bad_value_in_env_file_names_the_variable(tmp_path):
     env = write_env(tmp_path / ".env", "REDIS_PORT=sixthousand\n")
     with pytest.raises(ConfigError, match="REDIS_PORT='sixthousand'"):
         load_settings(read_environment({ENV_FILE_VARIABLE: str(env)}))
+
+
+# -- numbers that int() takes but a setting must not ---------------------------------------
+
+
+@pytest.mark.parametrize("port", ["1_000", "+1000", "٣٠٠٠", "1e3", "0x10"])
+def test_port_must_be_plain_digits(port):
+    # int("1_000") == 1000 and int("٣٠٠٠") == 3000: a typo must not become another port.
+    with pytest.raises(ConfigError, match="REDIS_PORT.*not a whole number") as caught:
+        load_settings({"REDIS_HOST": "h", "REDIS_PORT": port})
+    assert repr(port) in str(caught.value)
+
+
+@pytest.mark.parametrize("db", ["1_0", "+1", "٣"])
+def test_db_must_be_plain_digits(db):
+    with pytest.raises(ConfigError, match="REDIS_DB.*not a whole number"):
+        load_settings({"REDIS_HOST": "h", "REDIS_DB": db})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h/abc", "redis://h:6379/1_0", "redis://h/0/1", "rediss://h/db0", "redis://h/-1"],
+)
+def test_url_path_must_be_a_database_number(url):
+    # redis-py reads "/abc" as db 0 and "/1_0" as db 10, silently.
+    with pytest.raises(ConfigError, match="not a database number") as caught:
+        load_settings({"REDIS_URL": url})
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("url", ["redis://h?db=1_0", "redis://h/?db=abc", "unix:///s.sock?db=+2"])
+def test_url_db_query_must_be_a_number(url):
+    with pytest.raises(ConfigError, match="plain number"):
+        load_settings({"REDIS_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://h", "redis://h/", "redis://h:1/15", "unix:///s.sock?db=2", "redis://h?db=3"]
+)
+def test_good_url_paths_and_db_queries(url):
+    assert load_settings({"REDIS_URL": url}).url == url
