@@ -26,8 +26,9 @@ from typing import Any
 
 import redis
 
+from . import lifeline
 from .errors import InvalidSetting, ServerError
-from .server import HOST, LabServer, _die_with_parent, _libc, _popen, find_redis_server, free_port
+from .server import HOST, LabServer, find_redis_server, free_port
 
 # -- ids -------------------------------------------------------------------------------------
 
@@ -306,17 +307,15 @@ class UnprotectedServer:
     def __init__(self) -> None:
         self.binary = find_redis_server()
         self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="sessionlab-open-"))
+        lifeline.sweep()
+        self.dir = private_directory("open")
         argv = [self.binary, "--port", str(self.port), "--bind", HOST, "--dir", str(self.dir)]
         argv += ["--save", "", "--appendonly", "no"]
         with open(self.dir / "redis.log", "wb") as log:
-            self.process = _popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(os.getpid()) if _libc is not None else None,
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
+        lifeline.claim_server(self.process.pid, self.dir)  # killed if this process is
         client = self.client()
         for _ in range(400):
             with contextlib.suppress(redis.exceptions.ConnectionError):
@@ -329,6 +328,7 @@ class UnprotectedServer:
         raise ServerError(f"the unprotected redis-server did not start (port {self.port}).")
 
     def client(self) -> redis.Redis:
+        """A client without password: this server has none."""
         return redis.Redis(host=HOST, port=self.port, decode_responses=True)
 
     def close(self) -> None:
@@ -340,7 +340,8 @@ class UnprotectedServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        lifeline.release_server(self.process.pid)
+        remove_directory(self.dir)
 
 
 # -- TLS ---------------------------------------------------------------------------------------
@@ -453,16 +454,15 @@ def tls_client(server: LabServer, tls_port: int, ca: Path | None, **kwargs: Any)
     """A ``rediss://`` client for ``server``'s TLS port, verifying its certificate with ``ca``
     (``None``: trust only the system's CAs, which do not know the lesson's CA).
 
-    The credentials are those of ``server.client()``, so a locked server's password is used
-    without ever being shown.
+    The credentials are those of ``server.client()`` (its credential provider), so a locked
+    server's password is used without ever being read or shown here.
     """
     plain = server.client()
     known = plain.connection_pool.connection_kwargs
     plain.close()
     return redis.Redis.from_url(
         f"rediss://{HOST}:{tls_port}/0",
-        username=known.get("username"),
-        password=known.get("password"),
+        credential_provider=known.get("credential_provider"),
         ssl_ca_certs=None if ca is None else str(ca),
         ssl_cert_reqs="required",
         ssl_check_hostname=True,
@@ -480,11 +480,16 @@ def socket_to(port: int) -> Iterator[Any]:
         yield sock
 
 
-@contextlib.contextmanager
-def temporary_directory(prefix: str = "sessionlab-tls-") -> Iterator[Path]:
-    """A private (0700) temporary directory, removed with everything in it afterwards."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+def private_directory(name: str) -> Path:
+    """A fresh 0700 temporary directory that is removed even if this process is killed
+    (the lifeline's watchdog removes it); :func:`remove_directory` removes it now."""
+    lifeline.sweep()
+    path = Path(tempfile.mkdtemp(prefix=f"{lifeline.DIR_PREFIX}{name}-"))
+    lifeline.claim_dir(path)
+    return path
+
+
+def remove_directory(path: Path) -> None:
+    """Remove a :func:`private_directory` and everything in it."""
+    shutil.rmtree(path, ignore_errors=True)
+    lifeline.release_dir(path)
