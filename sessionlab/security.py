@@ -161,15 +161,17 @@ def plot_timeline(
 # -- least privilege ---------------------------------------------------------------------------
 
 #: Commands the measuring client itself sends; they are not the store's.
-_MEASURING = {"config|resetstat", "info", "config"}
+_MEASURING = {"config|resetstat", "info", "config", "script|flush"}
 
 
 def commands_used(admin: redis.Redis, run: Callable[[], object]) -> list[str]:
     """The commands Redis executed while ``run()`` ran, from ``INFO commandstats``.
 
-    Commands that scripts call count too, so the list is what an ACL must allow. ``admin``
-    only resets and reads the counters; run nothing else on the server meanwhile.
+    Commands that scripts call count too, so the list is what an ACL must allow. The script
+    cache is flushed first, as after a restart, so loading the scripts (``SCRIPT LOAD``) is
+    always seen. ``admin`` only does that and the counting; run nothing else meanwhile.
     """
+    admin.script_flush()
     admin.config_resetstat()
     run()
     stats = admin.info("commandstats")

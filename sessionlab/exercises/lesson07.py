@@ -5,6 +5,7 @@ Each check works on fresh keys and users of its own and removes them, so it can 
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -161,7 +162,7 @@ def _with_user(
         try:
             create_acl_user(admin, name, password, rules)
         except redis.exceptions.ResponseError as error:
-            raise Wrong(f"Redis refused the rules: {error}") from None
+            raise Wrong(f"Redis refused the rules: {str(error).replace(name, '<user>')}") from None
         client = server.client(username=name, password=password)
         try:
             return test(admin, name, SessionStore(client))
@@ -177,15 +178,21 @@ def acl_rule(my_rules: Any, *, server: LabServer) -> str:
     def test(admin: redis.Redis, name: str, store: SessionStore) -> str:
         try:
             store_workout(store, f"{name}-user")
-        except redis.exceptions.NoPermissionError as error:
+        except redis.exceptions.ResponseError as error:  # NOPERM, or an ACL failure in a script
+            text = str(error)
+            # NOPERM, Valkey's "ACL failure in script", Redis 7.0's "can't run this command"
+            if not any(mark in text for mark in ("permission", "ACL", "can't run this command")):
+                raise
+            found = re.search(r"'([a-z|]+)' command", text)
+            needed = f"the command {found.group(1)!r}" if found else "a key or command"
             raise Wrong(
-                f"the store cannot work through this user ({error}); allow every command "
-                "in `used` and the keys session:*."
+                f"the store cannot work through this user: it needs {needed}, which your rules "
+                "refuse. Allow every command in `used` and the keys session:*."
             ) from None
         for command in (["FLUSHALL"], ["CONFIG", "GET", "*"], ["KEYS", "*"]):
             if _dry_run(admin, name, *command):
                 raise Wrong(f"{command[0]} is allowed: start with -@all, then allow only `used`.")
-        if _dry_run(admin, name, "GET", "user:42:password-hash"):
+        if _dry_run(admin, name, "HGETALL", "user:42:profile"):  # a command the store uses
             raise Wrong("the user may read keys outside session:*: use ~session:* (resetkeys).")
         return "The store works through this user; FLUSHALL, CONFIG, KEYS and other keys refused."
 
