@@ -132,28 +132,26 @@ def plot_timeline(
     for number, span in enumerate(spans, 1):
         hours = (span.start / 60, span.end / 60)
         ax.plot(hours, [1, 1], linewidth=14, solid_capstyle="butt", color=colors[span.ended_by])
-        ax.annotate(
-            f"login {number}",
-            (span.start / 60, 1.18),
-            fontsize=8,
-            ha="left",
-        )
+        ax.annotate(f"login {number}", (hours[0], 1.18), fontsize=8)
         ax.annotate(
             f"{span.ended_by} timeout",
-            (span.end / 60, 0.72),
+            (sum(hours) / 2, 0.72),
             fontsize=8,
-            ha="right",
+            ha="center",
             color=colors[span.ended_by],
         )
-        ax.plot([span.start / 60 + absolute_ttl / 60] * 2, [0.85, 1.15], ":", color="#d62728")
+        cap = (span.start + absolute_ttl) / 60
+        if cap <= 23:
+            ax.plot([cap, cap], [0.85, 1.15], ":", color="#d62728")
     ax.plot([t / 60 for t in requests], [0.5] * len(requests), "|", color="black", markersize=8)
     ax.set_yticks([0.5, 1], ["requests", "session"])
     ax.set_ylim(0.2, 1.45)
+    ax.set_xlim(8, 23)
     ax.set_xlabel("hour of the day")
-    ax.set_xticks(range(8, 23))
+    ax.set_xticks(range(8, 24))
     ax.set_title(
-        f"idle timeout {idle_ttl:g} min (blue ends), absolute timeout {absolute_ttl / 60:g} h "
-        "(red ends; dotted: each login's cap)"
+        f"idle timeout {idle_ttl:g} min (blue), absolute timeout {absolute_ttl / 60:g} h "
+        "(red; dotted: the absolute deadline of a login)"
     )
     return ax
 
