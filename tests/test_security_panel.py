@@ -112,7 +112,10 @@ def test_log_out_a_session_that_already_ended_says_so(panel, sessions, store):
     store.delete(sessions["tablet"])  # ended elsewhere after the panel drew its rows
     panel.logout_buttons[panel.devices.index("tablet")].click()
 
-    assert panel.status_text == f"{fingerprint(sessions['tablet'])} had already ended (expired or out)."
+    assert (
+        panel.status_text
+        == f"{fingerprint(sessions['tablet'])} had already ended (expired or out)."
+    )
     assert sorted(panel.devices) == ["laptop", "phone"]
 
 
