@@ -177,17 +177,21 @@ def commands_used(admin: redis.Redis, run: Callable[[], object]) -> list[str]:
     return sorted(names - _MEASURING)
 
 
-def store_workout(store: Any, user_id: str) -> None:
-    """Call every method of ``store`` once on fresh sessions of ``user_id``; leave nothing.
+def store_workout(store: Any, user_id: str, writes: int = 300) -> None:
+    """Call every method of ``store`` on fresh sessions of ``user_id``; leave nothing behind.
 
-    What the web app does over a day, so :func:`commands_used` sees every command it needs.
+    What the web app does over a day, so :func:`commands_used` sees every command it needs:
+    also on sessions that are gone, with a per-user limit, and ``writes`` profile writes,
+    because some commands run only now and then (the store tidies its write memory on a
+    random 1 write in 16).
     """
     first = store.new_id()
     store.create(first, {"device": "laptop"}, user_id=user_id)
     store.get(first)
     store.load(first)
     store.update(first, {"device": "laptop", "theme": "dark"})
-    store.patch(first, {"theme": "light"}, remove=["device"])
+    for number in range(writes):
+        store.patch(first, {"theme": "light", "visits": number}, remove=["device"])
     store.add_to_cart(first, "SKU-RED-MUG", 2)
     store.remove_from_cart(first, "SKU-RED-MUG", 1)
     store.set_quantity(first, "SKU-TEE-M", 1)
@@ -199,6 +203,20 @@ def store_workout(store: Any, user_id: str) -> None:
     store.sessions_of(user_id)
     store.logout_everywhere(user_id, keep=current)
     store.delete(current)
+    # every call again on a session that is gone (expired, logged out)
+    for call in (store.get, store.load, store.get_cart, store.touch, store.ttl, store.rotate):
+        call(current)
+    store.update(current, {"device": "ghost"})
+    store.patch(current, {"device": "ghost"})
+    store.add_to_cart(current, "SKU-RED-MUG")
+    store.remove_from_cart(current, "SKU-RED-MUG")
+    store.set_quantity(current, "SKU-RED-MUG", 1)
+    store.delete(current)
+    # a per-user limit: the second login ends the first
+    limited = type(store)(store.client, prefix=store.prefix, max_sessions_per_user=1)
+    for device in ("laptop", "phone"):
+        limited.create(limited.new_id(), {"device": device}, user_id=user_id)
+    limited.logout_everywhere(user_id)
 
 
 def acl_rules(commands: Sequence[str], prefix: str = "session") -> list[str]:

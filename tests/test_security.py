@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -94,6 +95,30 @@ def test_commands_used_include_those_the_scripts_call(server):
     )
     assert {"evalsha", "hset", "hincrby", "pexpireat", "rename", "zadd"} <= set(used)
     assert not {"flushall", "keys", "config|resetstat", "info"} & set(used)
+
+
+def store_commands() -> set[str]:
+    """Every command the store's source can send: in its Lua scripts and through its client."""
+    import re
+
+    import sessionlab.store
+
+    source = Path(sessionlab.store.__file__).read_text()
+    in_scripts = re.findall(r"(?:redis\.p?call|each)\('([A-Z]+)'", source)
+    methods = re.findall(r"(?:self\.client|pipe)\.([a-z]+)\(", source)
+    by_method = {"delete": "del", "pipeline": None, "execute": None}
+    return {name.lower() for name in in_scripts} | {
+        by_method.get(m, m) for m in methods if by_method.get(m, m)
+    }
+
+
+def test_the_workout_makes_the_store_send_every_command_it_can(server):
+    """If the store learns a command the workout does not reach, an app user built from
+    commands_used would be refused it in production: this test names it."""
+    used = security.commands_used(
+        server.client(), lambda: security.store_workout(SessionStore(server.client()), "U-all")
+    )
+    assert store_commands() - set(used) == set()
 
 
 def test_the_acl_user_runs_the_store_and_nothing_else(server):
