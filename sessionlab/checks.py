@@ -17,8 +17,10 @@ Lesson modules (``sessionlab/exercises/lessonNN.py``) write checks like this::
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -54,15 +56,26 @@ class Verdict:
 
 
 def unanswered(answer: Any) -> bool:
-    """Whether ``answer`` is Otter's stub: ``...``, or a function whose body is ``...``."""
+    """Whether ``answer`` is or holds the stub ``...``, or is a function whose body is ``...``."""
     if answer is Ellipsis:
         return True
+    if isinstance(answer, dict):
+        return any(value is Ellipsis for value in answer.values())
+    if isinstance(answer, list | tuple | set):
+        return any(item is Ellipsis for item in answer)
     if callable(answer):
         try:
-            source = inspect.getsource(answer)
-        except (OSError, TypeError):
+            tree = ast.parse(textwrap.dedent(inspect.getsource(answer)))
+        except (OSError, TypeError, SyntaxError):
             return False
-        return any(line.strip() == "..." for line in source.splitlines())
+        return any(
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Constant)
+            and node.value.value is Ellipsis
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+            for node in function.body
+        )
     return False
 
 
