@@ -203,6 +203,7 @@ class ShopServer:
         # waitress warns "Task queue depth is N" whenever requests wait for a free thread:
         # expected under a load test, and it would print into notebook cells.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        self.app = app
         self._map: dict[int, Any] = {}
         self._server = waitress.create_server(
             app, map=self._map, host="127.0.0.1", port=port, threads=threads, ident="shop"
