@@ -33,7 +33,7 @@ from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
 from .errors import CorruptSession, InvalidSessionId
-from .store import SessionStore
+from .store import SessionStore, profile_fields
 
 #: The ``app.extensions`` entry that holds the store, for code outside a request's session.
 EXTENSION = "sessionlab"
@@ -90,8 +90,7 @@ class StoreSession(dict, SessionMixin):  # type: ignore[type-arg]
     # -- writes: remember which fields changed -------------------------------------------
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if not isinstance(key, str):
-            raise TypeError(f"session field names are str, not {type(key).__name__}: {key!r}")
+        profile_fields({key: value})  # refuse what the store cannot hold here, in the view
         super().__setitem__(key, value)
         self._set.add(key)
         self.modified = self.accessed = True

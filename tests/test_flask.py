@@ -8,6 +8,7 @@ shows one exact interleaving, every time, instead of hoping a load test hits it.
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import requests
 from flask import Flask, jsonify, request, session
 from helpers import unique_prefix, wait_until
 
-from sessionlab import LabServer, SessionStore
+from sessionlab import LabServer, SessionStore, UnserializableData
 from sessionlab.bench_web import Client, count_round_trips
 from sessionlab.flask import current_session, current_session_id, init_app
 from sessionlab.shop import ShopServer
@@ -205,8 +206,10 @@ def test_a_key_that_is_not_a_session_is_no_session(web) -> None:
 def test_two_overlapping_requests_changing_different_fields_both_win(web) -> None:
     client, gates, store = web
     sid = login(client)
+    client.call("POST", "/set", sid, params={"key": "b", "value": "0"})
     thread, _ = gates.send(client, "POST", "/set", sid, "a", params={"key": "a", "value": "1"})
-    # "a" is loaded and changed in memory, not saved yet; "b" runs start to end meanwhile:
+    # "a" loaded b=0 and set a in memory, not saved yet; b=2 runs start to end meanwhile. Writing
+    # back what it loaded would put b=0 again:
     assert client.call("POST", "/set", sid, params={"key": "b", "value": "2"}).status_code == 200
     gates.release("a", thread)
     assert store.get(sid) == {"user_id": "U001", "a": "1", "b": "2"}
@@ -220,6 +223,15 @@ def test_a_change_in_place_is_written_and_del_removes_the_field(web) -> None:
     assert store.get(sid)["prefs"] == {"theme": "light"}
     client.call("POST", "/del", sid, params={"key": "prefs"})
     assert store.get(sid) == {"user_id": "U001"}
+
+
+def test_a_value_json_cannot_hold_is_refused_in_the_view(store: SessionStore) -> None:
+    app = make_app(store)
+    with app.test_request_context():
+        session = app.session_interface.open_session(app, request)
+        with pytest.raises(UnserializableData, match="datetime"):
+            session["when"] = datetime.datetime(2026, 1, 1)
+        assert "when" not in session
 
 
 def test_a_request_that_changes_nothing_writes_nothing(web, server: LabServer) -> None:
