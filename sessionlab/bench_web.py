@@ -53,8 +53,12 @@ class Client:
     so a response that renews or deletes the cookie cannot change what the next call sends.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, threads: int = CLIENT_THREADS) -> None:
         self.url = url
+        self.threads = threads
+        # One pool for every burst: its threads keep their keep-alive connections, so the
+        # shop sees at most ``threads`` connections (waitress accepts 100 at most).
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sl-http")
         self._local = threading.local()
         self._all: list[requests.Session] = []
         self._lock = threading.Lock()
@@ -79,6 +83,7 @@ class Client:
         return response.cookies[SESSION_COOKIE]
 
     def close(self) -> None:
+        self.pool.shutdown()
         with self._lock:
             for http in self._all:
                 http.close()
@@ -110,13 +115,8 @@ class Fired:
         return 1000 * statistics.quantiles(self.latencies, n=20)[-1]
 
 
-def fire(
-    client: Client,
-    calls: list[tuple[str, str, dict[str, Any]]],
-    sid: str | None,
-    threads: int = CLIENT_THREADS,
-) -> Fired:
-    """Send ``calls`` ((method, path, kwargs)) at once from ``threads`` threads."""
+def fire(client: Client, calls: list[tuple[str, str, dict[str, Any]]], sid: str | None) -> Fired:
+    """Send ``calls`` ((method, path, kwargs)) at once from the client's threads."""
 
     def one(call: tuple[str, str, dict[str, Any]]) -> tuple[int, float]:
         method, path, kwargs = call
@@ -125,8 +125,7 @@ def fire(
         return status, time.perf_counter() - started
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(one, calls))
+    results = list(client.pool.map(one, calls))
     return Fired(
         [status for status, _ in results],
         [latency for _, latency in results],
@@ -152,22 +151,20 @@ class Race:
         return self.answered_ok - self.landed
 
 
-def cart_race(client: Client, n: int = 400, threads: int = CLIENT_THREADS) -> Race:
+def cart_race(client: Client, n: int = 400) -> Race:
     """``n`` concurrent adds of one item to one cart; ``landed`` is the quantity afterwards."""
     sid = client.login()
-    fired = fire(client, [("POST", "/cart/add", {"params": {"sku": "SKU-RACE"}})] * n, sid, threads)
+    fired = fire(client, [("POST", "/cart/add", {"params": {"sku": "SKU-RACE"}})] * n, sid)
     landed = client.call("GET", "/cart", sid).json().get("SKU-RACE", 0)
-    client.call("POST", "/logout", sid)
     return Race(n, fired.ok, landed, fired)
 
 
-def profile_race(client: Client, n: int = 40, threads: int = CLIENT_THREADS) -> Race:
+def profile_race(client: Client, n: int = 40) -> Race:
     """``n`` concurrent changes of *different* profile fields; ``landed`` counts those kept."""
     sid = client.login()
     calls = [("POST", "/profile", {"params": {"key": f"f{i}", "value": f"v{i}"}}) for i in range(n)]
-    fired = fire(client, calls, sid, threads)
+    fired = fire(client, calls, sid)
     profile = client.call("GET", "/profile", sid).json()
-    client.call("POST", "/logout", sid)
     landed = sum(profile.get(f"f{i}") == f"v{i}" for i in range(n))
     return Race(n, fired.ok, landed, fired)
 
@@ -185,7 +182,7 @@ def logout_race(client: Client, trials: int = 10, inflight: int = 8) -> int:
             for i in range(inflight)
         ]
         calls.insert(inflight // 2, ("POST", "/logout", {}))
-        fire(client, calls, sid, threads=inflight + 1)
+        fire(client, calls, sid)
         if client.call("GET", "/profile", sid).status_code == 200:
             undone += 1
             client.call("POST", "/logout", sid)
@@ -258,16 +255,16 @@ def round_trips_per_request(server: LabServer, client: Client, n: int = 10) -> d
     return result
 
 
-def bytes_per_session(client: Client, raw: redis.Redis, key_of: Callable[[str], str]) -> int:
-    """``MEMORY USAGE`` of one shop session: login, 3 profile fields, a 3-item cart."""
+def bytes_per_session(
+    client: Client, raw: redis.Redis, keys_of: Callable[[str], list[str]]
+) -> list[int]:
+    """``MEMORY USAGE`` of one shop session (all its keys): login, 3 profile fields, 3 items."""
     sid = client.login()
     for key, value in SHOP_PROFILE.items():
         client.call("POST", "/profile", sid, params={"key": key, "value": value})
     for sku, quantity in SHOP_CART.items():
         client.call("POST", "/cart/add", sid, params={"sku": sku, "qty": quantity})
-    size = int(raw.memory_usage(key_of(sid), samples=0) or 0)
-    client.call("POST", "/logout", sid)
-    return size
+    return [int(raw.memory_usage(key, samples=0) or 0) for key in keys_of(sid)]
 
 
 # -- both shops side by side ---------------------------------------------------------------
@@ -280,7 +277,7 @@ class Shop:
     name: str
     server: ShopServer
     client: Client
-    key_of: Callable[[str], str]
+    keys_of: Callable[[str], list[str]]  # every key one session occupies
     pattern: str
 
 
@@ -292,14 +289,16 @@ def shops(server: LabServer, threads: int = SERVER_THREADS) -> Iterator[list[Sho
     started: list[Shop] = []
     try:
         web = ShopServer(create_app(store), threads=threads)
-        started.append(Shop("sessionlab", web, Client(web.url), store.key, "session:*"))
+        started.append(
+            Shop("sessionlab", web, Client(web.url), _sessionlab_keys(store), "session:*")
+        )
         web = ShopServer(create_flask_session_app(fs_raw), threads=threads)
         started.append(
             Shop(
                 "Flask-Session",
                 web,
                 Client(web.url),
-                lambda sid: FLASK_SESSION_PREFIX + sid,
+                lambda sid: [FLASK_SESSION_PREFIX + sid],
                 FLASK_SESSION_PREFIX + "*",
             )
         )
@@ -310,6 +309,11 @@ def shops(server: LabServer, threads: int = SERVER_THREADS) -> Iterator[list[Sho
             shop.server.close()
         fs_raw.close()
         store.client.close()
+
+
+def _sessionlab_keys(store: SessionStore) -> Callable[[str], list[str]]:
+    """A session's hash, and the short-lived record of its recent writes (at most once)."""
+    return lambda sid: [store.key(sid), store.key(sid) + ":w"]
 
 
 @dataclass
@@ -323,7 +327,7 @@ class Report:
     logout_trials: int
     keys: int
     keys_without_ttl: int
-    bytes_per_session: int
+    bytes_per_session: list[int]  # per key of the session (sessionlab: hash, write memory)
     round_trips: dict[str, float]
 
 
@@ -335,7 +339,7 @@ def measure(
     cart = cart_race(shop.client, n_cart)
     profile = profile_race(shop.client, n_profile)
     undone = logout_race(shop.client, logout_trials)
-    size = bytes_per_session(shop.client, raw, shop.key_of)
+    size = bytes_per_session(shop.client, raw, shop.keys_of)
     trips = round_trips_per_request(server, shop.client)
     keys, immortal = keys_without_ttl(raw, shop.pattern)
     raw.close()
@@ -353,7 +357,7 @@ def table(reports: list[Report]) -> str:
     rows.append(("lost profile changes", *(f"{r.profile.lost}/{r.profile.sent}" for r in reports)))
     rows.append(("undone logouts", *(f"{r.undone_logouts}/{r.logout_trials}" for r in reports)))
     rows.append(("keys without TTL", *(f"{r.keys_without_ttl}/{r.keys}" for r in reports)))
-    rows.append(("bytes per session", *(str(r.bytes_per_session) for r in reports)))
+    rows.append(("bytes per session", *(_bytes(r.bytes_per_session) for r in reports)))
     for kind in reports[0].round_trips:
         rows.append((f"round trips {kind}", *(f"{r.round_trips[kind]:.1f}" for r in reports)))
     rows.append(("cart adds/s", *(f"{r.cart.fired.per_second:.0f}" for r in reports)))
@@ -367,6 +371,10 @@ def table(reports: list[Report]) -> str:
         )
         for row in rows
     )
+
+
+def _bytes(sizes: list[int]) -> str:
+    return str(sizes[0]) if len(sizes) == 1 else f"{sum(sizes)} ({' + '.join(map(str, sizes))})"
 
 
 def main() -> None:
