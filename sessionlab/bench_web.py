@@ -17,9 +17,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
@@ -281,34 +280,68 @@ class Shop:
     pattern: str
 
 
-@contextmanager
-def shops(server: LabServer, threads: int = SERVER_THREADS) -> Iterator[list[Shop]]:
-    """Both shops on ``server``, each on its own waitress; stopped when the block ends."""
-    store = SessionStore(server.client(), prefix="session")
-    fs_raw = server.client(decode_responses=False)
-    started: list[Shop] = []
-    try:
-        web = ShopServer(create_app(store), threads=threads)
-        started.append(
-            Shop("sessionlab", web, Client(web.url), _sessionlab_keys(store), "session:*")
-        )
-        web = ShopServer(create_flask_session_app(fs_raw), threads=threads)
-        started.append(
-            Shop(
-                "Flask-Session",
-                web,
-                Client(web.url),
-                lambda sid: [FLASK_SESSION_PREFIX + sid],
-                FLASK_SESSION_PREFIX + "*",
+class WebLab:
+    """A lab for lesson 06: a private server (or ``server``) with both shops on waitress.
+
+    ``lab.shops`` is ``[sessionlab shop, Flask-Session shop]`` (also ``lab.sessionlab`` and
+    ``lab.flask_session``), each with a :class:`Client` of ``CLIENT_THREADS`` threads.
+    :meth:`close` stops the shops, and the server if the lab started it.
+    """
+
+    def __init__(self, server: LabServer | None = None, threads: int = SERVER_THREADS) -> None:
+        self._owns_server = server is None
+        self.server = server if server is not None else LabServer().start()
+        self.raw = self.server.client()
+        self.store = SessionStore(self.server.client(), prefix="session")
+        self._fs_raw = self.server.client(decode_responses=False)  # Flask-Session: msgpack bytes
+        self.shops: list[Shop] = []
+        try:
+            web = ShopServer(create_app(self.store), threads=threads)
+            self.shops.append(
+                Shop("sessionlab", web, Client(web.url), _sessionlab_keys(self.store), "session:*")
             )
-        )
-        yield started
-    finally:
-        for shop in started:
+            web = ShopServer(create_flask_session_app(self._fs_raw), threads=threads)
+            self.shops.append(
+                Shop(
+                    "Flask-Session",
+                    web,
+                    Client(web.url),
+                    lambda sid: [FLASK_SESSION_PREFIX + sid],
+                    FLASK_SESSION_PREFIX + "*",
+                )
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def sessionlab(self) -> Shop:
+        return self.shops[0]
+
+    @property
+    def flask_session(self) -> Shop:
+        return self.shops[1]
+
+    def close(self) -> None:
+        """Stop both shops and their clients; stop the server if this lab started it."""
+        for shop in self.shops:
             shop.client.close()
             shop.server.close()
-        fs_raw.close()
-        store.client.close()
+        self.shops = []
+        for raw in (self.raw, self.store.client, self._fs_raw):
+            raw.close()
+        if self._owns_server:
+            self.server.close()
+
+    def __enter__(self) -> WebLab:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.shops else "closed"
+        return f"<WebLab {state}: sessionlab and Flask-Session shops on {self.server.url}>"
 
 
 def _sessionlab_keys(store: SessionStore) -> Callable[[str], list[str]]:
@@ -378,13 +411,13 @@ def _bytes(sizes: list[int]) -> str:
 
 
 def main() -> None:
-    with LabServer() as server, shops(server) as both:
-        version = ".".join(map(str, server.version))
+    with WebLab() as lab:
+        version = ".".join(map(str, lab.server.version))
         print(
             f"Redis {version}, waitress {SERVER_THREADS} threads per shop, "
             f"{CLIENT_THREADS} client threads, loopback"
         )
-        reports = [measure(server, shop) for shop in both]
+        reports = [measure(lab.server, shop) for shop in lab.shops]
         print(table(reports))
 
 

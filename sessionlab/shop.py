@@ -20,9 +20,19 @@ with ``REDIS_URL`` unset, each such process starts its own private server (lesso
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -30,8 +40,10 @@ import waitress
 from flask import Flask, jsonify, request, session
 from waitress import wasyncore
 
-from .errors import InvalidCartItem, SessionError, StoreFull
+from .config import ENV_FILE_VARIABLE, SERVER_VARIABLES
+from .errors import InvalidCartItem, ServerError, SessionError, StoreFull
 from .flask import current_session, init_app
+from .server import LabServer, _die_with_parent, _popen, free_port
 from .store import SessionStore, check_quantity, check_sku
 
 SESSION_COOKIE = "sid"
@@ -239,6 +251,95 @@ class ShopServer:
         return f"<ShopServer 127.0.0.1:{self.port} {state}, {self.threads} threads>"
 
 
+class ShopProcess:
+    """``python -m sessionlab.shop`` in a child process: a second "web server machine".
+
+    ``env`` is added to this process's environment (e.g. :func:`server_env` to share a
+    server). The child dies with this process, even on SIGKILL, and :meth:`close` stops it
+    cleanly (its embedded server, if it started one, with it). Its output goes to a log
+    file that :meth:`log` returns.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, threads: int = 4) -> None:
+        self.port = free_port(bus=False)
+        self._dir = tempfile.mkdtemp(prefix="sessionlab-shop-")
+        self._log = Path(self._dir) / "shop.log"
+        environment = {**os.environ, **(env or {})}
+        if env is None or not any(name in env for name in SERVER_VARIABLES):
+            for name in SERVER_VARIABLES:  # no server named: the child starts its own
+                environment.pop(name, None)
+            environment[ENV_FILE_VARIABLE] = os.devnull  # nor in a .env file
+        with open(self._log, "wb") as log:
+            self.process = _popen(
+                [sys.executable, "-m", "sessionlab.shop", "--port", str(self.port),
+                 "--threads", str(threads)],
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
+            )  # fmt: skip
+        self._wait_ready()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"the shop process exited at start:\n{self.log()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
+                return
+            time.sleep(0.05)
+        self.close()
+        raise ServerError(f"the shop process did not listen within {timeout:.0f} s")
+
+    def log(self) -> str:
+        """What the process printed (its stderr and stdout)."""
+        try:
+            return self._log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        """SIGTERM (the shop stops its embedded server and removes its files), then wait."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> ShopProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.process.poll() is None else "stopped"
+        return f"<ShopProcess 127.0.0.1:{self.port} {state}>"
+
+
+def server_env(server: LabServer) -> dict[str, str]:
+    """The environment that makes ``connect()`` in another process use ``server``.
+
+    The password travels in the environment (readable only by this user), never in argv.
+    """
+    env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(server.port)}
+    password = getattr(server, "password", None)  # set on locked LabServers
+    if password:
+        env["REDIS_PASSWORD"] = password
+    return env
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve the sessionlab shop over :func:`sessionlab.connect` until interrupted."""
     from .connection import connect
@@ -247,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
+    # SIGTERM ends the process through SystemExit, so atexit hooks run: an embedded server
+    # this process started is stopped and its directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = create_app(SessionStore(connect()))
     waitress.serve(app, host="127.0.0.1", port=args.port, threads=args.threads, _quiet=True)
 

@@ -19,13 +19,15 @@ from sessionlab import LabServer
 from sessionlab.bench_web import (
     Client,
     Shop,
+    WebLab,
     cart_race,
     keys_without_ttl,
     logout_race,
     profile_race,
     round_trips_per_request,
-    shops,
 )
+from sessionlab.shop import ShopProcess, server_env
+from sessionlab.widgets.web import LoadPanel
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,8 @@ def server() -> Iterator[LabServer]:
 
 @pytest.fixture(scope="module")
 def both(server: LabServer) -> Iterator[dict[str, Shop]]:
-    with shops(server) as started:
-        yield {shop.name: shop for shop in started}
+    with WebLab(server) as lab:
+        yield {shop.name: shop for shop in lab.shops}
 
 
 @pytest.fixture
@@ -240,3 +242,41 @@ def test_logout_while_a_request_is_in_flight(gated: tuple[Shop, Gate]) -> None:
     thread.join(10)
     undone = shop.client.call("GET", "/profile", sid).status_code == 200
     assert undone is EXPECTED[shop.name]["logout undone"]
+
+
+# -- several processes, and the panel ----------------------------------------------------------
+
+
+def alternate(a: ShopProcess, b: ShopProcess, n: int = 20) -> list[int]:
+    """Log in at A, then send ``n`` GET /cart to A, B, A, B, ... as a load balancer would."""
+    clients = Client(a.url, threads=1), Client(b.url, threads=1)
+    sid = clients[0].login()
+    codes = [clients[i % 2].call("GET", "/cart", sid).status_code for i in range(n)]
+    for client in clients:
+        client.close()
+    return codes
+
+
+def test_two_shop_processes_without_a_shared_server_split_the_session() -> None:
+    with ShopProcess() as a, ShopProcess() as b:
+        codes = alternate(a, b)
+    assert codes == [200, 401] * 10  # every request that reaches B: B's own private server
+
+
+def test_two_shop_processes_on_one_server_share_the_session(server: LabServer) -> None:
+    env = server_env(server)
+    with ShopProcess(env) as a, ShopProcess(env) as b:
+        codes = alternate(a, b)
+    assert codes == [200] * 20
+
+
+def test_load_panel_counts_both_shops() -> None:
+    panel = LoadPanel(requests=40)
+    panel.fire.click()
+    assert panel.last["sessionlab"] == (40, 40)
+    assert panel.last["Flask-Session"][1] == 40
+    assert "sessionlab 40/40" in panel.log_text
+    panel.kind.value = "logouts"
+    panel.fire.click()
+    assert panel.last["sessionlab"] == (0, 2), panel.status_text
+    panel.close()
