@@ -222,8 +222,19 @@ class ShopServer:
         )
         self.port: int = self._server.effective_port  # type: ignore[union-attr]
         self.threads = threads
-        self._thread = threading.Thread(target=self._server.run, name="sl-shop", daemon=True)
+        self._stopping = threading.Event()
+        self._closing = threading.Lock()  # the trigger must not be closed while pulled
+        self._thread = threading.Thread(target=self._serve, name="sl-shop", daemon=True)
         self._thread.start()
+
+    def _serve(self) -> None:
+        """waitress's loop, one select at a time, closing its sockets in this same thread
+        (closing them from another thread while select() waits on them fails with EBADF)."""
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=1.0, map=self._map, count=1)
+        with self._closing:
+            wasyncore.close_all(self._map)
+        self._server.task_dispatcher.shutdown()
 
     @property
     def url(self) -> str:
@@ -234,10 +245,11 @@ class ShopServer:
         return self._thread.is_alive()
 
     def close(self) -> None:
-        if not self._thread.is_alive():
-            return
-        wasyncore.close_all(self._map)
-        self._server.task_dispatcher.shutdown()
+        with self._closing:
+            if self._stopping.is_set() or not self._thread.is_alive():
+                return
+            self._stopping.set()
+            self._server.pull_trigger()  # wake the select() at once
         self._thread.join(10)
 
     def __enter__(self) -> ShopServer:

@@ -58,7 +58,7 @@ class LoadPanel(Panel):
         summary = ", ".join(f"{name} {a}/{b}" for name, (a, b) in counts.items())
         what = "undone logouts" if kind == "logouts" else f"{kind} kept"
         self.say(f"{n} requests, {kind}: {what}: {summary}")
-        self.ok(f"Done: {what} counted for both shops.")
+        self.ok(f"Fired {n} requests ({kind}) at both shops; {what} counted.")
 
 
 def _table(kind: str, counts: dict[str, tuple[int, int]]) -> str:
