@@ -4,8 +4,8 @@ Layout of one session with id ``abc`` under the prefix ``session``::
 
     session:{abc}        hash   p:<name> -> JSON of that top-level profile value
                                 c:<sku>  -> quantity (an integer, changed with HINCRBY)
-                                _c created, _a absolute deadline, _s last seen (epoch seconds),
-                                _i idle timeout (seconds), _u user id (only if linked)
+                                _c created, _s last seen (epoch s), _a absolute deadline (epoch
+                                ms), _i idle timeout (s), _u user id (only if linked)
                          expiry min(last activity + idle timeout, absolute deadline) (PEXPIREAT)
     session:{abc}:w      zset   tokens of the writes of the last 2 minutes (at most once)
     session:user:{U001}  zset   the user's session ids, scored by their absolute deadline;
@@ -15,7 +15,7 @@ Why one hash: profile and cart live and die together (expiry, eviction, DEL), a 
 or a cart item changes alone (no lost update between concurrent requests), and measured with
 ``MEMORY USAGE`` (43-character id, seed profile + 3-item cart) it takes 296 bytes on Redis 7.0
 and 272 on Valkey 9, against 264 / 256 for the same data as one JSON string (1.12x / 1.06x;
-a profile as one JSON field is 2.8x: the value outgrows the compact listpack encoding).
+the profile as one JSON field: 595 / 624, as the value outgrows the compact listpack encoding).
 
 Every write is one Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is atomic
 and runs unchanged on Redis Cluster; the server's clock (``TIME``) decides every expiry.
@@ -64,8 +64,9 @@ WRITE_MEMORY_MS = 120_000  # how long a write token is remembered: longer than a
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 USER_ID = SESSION_ID
 SKU = re.compile(r"[A-Za-z0-9_.:@#/+-]{1,64}")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_ .:@-]*")  # profile keys that JSON needs no escape for
 PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-CHUNK = 1000  # fields per HSET/HDEL inside a script (Lua's unpack has a stack limit)
+CHUNK = 1000  # arguments per HSET/HDEL in a script (Lua's unpack has a stack limit); even
 
 # -- Lua -------------------------------------------------------------------------------------
 # Shared by every script: the server's time in ms, a live-session check, and the write memory.
@@ -84,75 +85,80 @@ local function each(command, key, list, first, last)
     redis.call(command, key, unpack(list, i, math.min(i + CHUNK - 1, last)))
   end
 end
-local function applied(written, token)
-  return redis.call('ZSCORE', written, token)
-end
-local function remember(key, written, token)
-  redis.call('ZADD', written, now, token)
-  redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
-  local left = redis.call('PTTL', key)
+-- Remember the write's token; false if it was remembered already (this is a resend).
+local function first_time(key, written, token)
+  if redis.call('ZADD', written, 'NX', now, token) == 0 then return false end
+  if string.byte(token, 1) == 48 then  -- a random 1 write in 16 drops the expired tokens
+    redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
+  end
+  local left = redis.call('PTTL', key)  -- and the memory never outlives its session
   if left < 0 or left > MEMORY then left = MEMORY end
   redis.call('PEXPIRE', written, left)
+  return true
 end
 local function quantity(key, field)
   local q = redis.call('HGET', key, field)
   if q then return tonumber(q) end
   return 0
 end
-""".replace("CHUNK", str(CHUNK)).replace("MEMORY", str(WRITE_MEMORY_MS))
+"""
 
 # KEYS[1] session, KEYS[2] its write memory. ARGV: idle s, absolute s, user id or '', pairs...
 CREATE = """
 redis.call('DEL', KEYS[1], KEYS[2])
 local created = math.floor(now / 1000)
-local deadline = created + tonumber(ARGV[2])
+local deadline = now + tonumber(ARGV[2]) * 1000
 local idle = tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], '_c', created, '_a', deadline, '_s', created, '_i', idle)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], '_u', ARGV[3]) end
-each('HSET', KEYS[1], ARGV, 4, #ARGV)
-local expire_at = math.min(now + idle * 1000, deadline * 1000)
+local fields = {'_c', created, '_a', deadline, '_s', created, '_i', idle}
+if ARGV[3] ~= '' then fields[9], fields[10] = '_u', ARGV[3] end
+local last = math.min(#ARGV, 3 + CHUNK)  -- CHUNK is even: whole field/value pairs
+for i = 4, last do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+each('HSET', KEYS[1], ARGV, last + 1, #ARGV)
+local expire_at = math.min(now + idle * 1000, deadline)
 redis.call('PEXPIREAT', KEYS[1], expire_at)
 return deadline
 """
 
 # KEYS[1] session. ARGV[1] '1' to slide the idle expiry (load), '0' not to (get).
 # Returns one JSON text, so the client parses one string, not every field:
-# [ms left, created, last seen, user or null, {profile}, {cart}]
+# [ms left, created, last seen, user or null, {profile}, {cart}]. Field names are stored
+# JSON-escaped (profile) or need no escaping (SKU, user id), so they are pasted as they are.
 READ = """
-local m = redis.call('HMGET', KEYS[1], '_a', '_i', '_c', '_s', '_u')
-if not m[1] then
-  if redis.call('EXISTS', KEYS[1]) == 1 then
-    return redis.error_reply('CORRUPT the hash has no _a (deadline) field')
+local f = redis.call('HGETALL', KEYS[1])
+if #f == 0 then return false end
+local profile, cart, meta = {}, {}, {}
+for i = 1, #f, 2 do
+  local name = f[i]
+  local kind = string.byte(name, 1)
+  if kind == 112 then  -- p:
+    profile[#profile + 1] = '"' .. string.sub(name, 3) .. '":' .. f[i + 1]
+  elseif kind == 99 then  -- c:
+    cart[#cart + 1] = '"' .. string.sub(name, 3) .. '":' .. f[i + 1]
+  else
+    meta[name] = f[i + 1]
   end
-  return false
 end
-local deadline, idle = tonumber(m[1]), tonumber(m[2])
-if not (deadline and idle and tonumber(m[3]) and tonumber(m[4])) then
-  return redis.error_reply('CORRUPT a meta field is not a number')
+local deadline, idle = tonumber(meta['_a']), tonumber(meta['_i'])
+if not (deadline and idle and tonumber(meta['_c']) and tonumber(meta['_s'])) then
+  return redis.error_reply('CORRUPT a meta field (_a, _i, _c, _s) is missing or not a number')
 end
-local left
+local left, seen = nil, meta['_s']
 if ARGV[1] == '1' then
-  local expire_at = math.min(now + idle * 1000, deadline * 1000)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local expire_at = math.min(now + idle * 1000, deadline)
   if expire_at <= now then redis.call('DEL', KEYS[1]) return false end
-  redis.call('HSET', KEYS[1], '_s', math.floor(now / 1000))
+  seen = math.floor(now / 1000)
+  redis.call('HSET', KEYS[1], '_s', seen)
   redis.call('PEXPIREAT', KEYS[1], expire_at)
   left = expire_at - now
 else
   left = redis.call('PTTL', KEYS[1])
 end
-local fields = redis.call('HGETALL', KEYS[1])
-local profile, cart = {}, {}
-for i = 1, #fields, 2 do
-  local name, kind = fields[i], string.sub(fields[i], 1, 2)
-  if kind == 'p:' then
-    profile[#profile + 1] = cjson.encode(string.sub(name, 3)) .. ':' .. fields[i + 1]
-  elseif kind == 'c:' then
-    cart[#cart + 1] = cjson.encode(string.sub(name, 3)) .. ':' .. fields[i + 1]
-  end
-end
 local user = 'null'
-if m[5] then user = cjson.encode(m[5]) end
-return '[' .. left .. ',' .. m[3] .. ',' .. m[4] .. ',' .. user .. ',{' ..
+if meta['_u'] then user = '"' .. meta['_u'] .. '"' end
+return '[' .. left .. ',' .. meta['_c'] .. ',' .. seen .. ',' .. user .. ',{' ..
   table.concat(profile, ',') .. '},{' .. table.concat(cart, ',') .. '}]'
 """
 
@@ -165,7 +171,7 @@ if not m[1] then
 end
 local idle = tonumber(m[2])
 if ARGV[1] ~= '' then idle = tonumber(ARGV[1]) end
-local expire_at = math.min(now + idle * 1000, tonumber(m[1]) * 1000)
+local expire_at = math.min(now + idle * 1000, tonumber(m[1]))
 if expire_at <= now then redis.call('DEL', KEYS[1]) return 0 end
 redis.call('HSET', KEYS[1], '_s', math.floor(now / 1000))
 redis.call('PEXPIREAT', KEYS[1], expire_at)
@@ -175,67 +181,70 @@ return 1
 # KEYS[1] session, KEYS[2] write memory. ARGV: token, then p:<name>/JSON pairs.
 UPDATE = """
 if not alive(KEYS[1]) then return 0 end
-if applied(KEYS[2], ARGV[1]) then return 1 end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 local old = {}
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(name, 1, 2) == 'p:' then old[#old + 1] = name end
 end
 each('HDEL', KEYS[1], old, 1, #old)
 each('HSET', KEYS[1], ARGV, 2, #ARGV)
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 1
 """
 
 # ARGV: token, number n of fields to remove, the n fields, then p:<name>/JSON pairs to set.
 PATCH = """
 if not alive(KEYS[1]) then return 0 end
-if applied(KEYS[2], ARGV[1]) then return 1 end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 local n = tonumber(ARGV[2])
 each('HDEL', KEYS[1], ARGV, 3, 2 + n)
 each('HSET', KEYS[1], ARGV, 3 + n, #ARGV)
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 1
 """
 
-# ARGV: token, c:<sku>, quantity to add, the most one item may reach.
+# ARGV: token, c:<sku>, quantity to add, the most one item may reach. A write that fails
+# (a value that is not ours, past the limit) is undone and its token forgotten.
 ADD_TO_CART = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
-if current and current + tonumber(ARGV[3]) > tonumber(ARGV[4]) then
-  return redis.error_reply('QUANTITY ' .. current)
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+local q = redis.pcall('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
+if type(q) == 'table' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return q
 end
-local q = redis.call('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
-remember(KEYS[1], KEYS[2], ARGV[1])
+if q > tonumber(ARGV[4]) then
+  q = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
+  if q == 0 then redis.call('HDEL', KEYS[1], ARGV[2]) end
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return redis.error_reply('QUANTITY ' .. q)
+end
 return q
 """
 
 # ARGV: token, c:<sku>, quantity to remove or '' for all of it.
 REMOVE_FROM_CART = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
 if ARGV[3] ~= '' then
-  local left = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
-  if left > 0 then
-    remember(KEYS[1], KEYS[2], ARGV[1])
+  local left = redis.pcall('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
+  if type(left) == 'table' then
+    redis.call('ZREM', KEYS[2], ARGV[1])
     return left
   end
+  if left > 0 then return left end
 end
 redis.call('HDEL', KEYS[1], ARGV[2])
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 0
 """
 
 # ARGV: token, c:<sku>, quantity (0 removes the item).
 SET_QUANTITY = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
 if ARGV[3] == '0' then
   redis.call('HDEL', KEYS[1], ARGV[2])
 else
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 end
-remember(KEYS[1], KEYS[2], ARGV[1])
 return tonumber(ARGV[3])
 """
 
@@ -258,12 +267,12 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
-# KEYS[1] a user's index. ARGV: session id, its absolute deadline (s). The index expires at the
+# KEYS[1] a user's index. ARGV: session id, its absolute deadline (ms). The index expires at the
 # latest deadline it lists. Returns the members, oldest deadline first.
 INDEX_ADD = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) * 1000)
+redis.call('PEXPIREAT', KEYS[1], last[2])
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 """
 
@@ -272,9 +281,22 @@ INDEX_DROP = """
 each('ZREM', KEYS[1], ARGV, 1, #ARGV)
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if #last == 0 then return 0 end
-redis.call('PEXPIREAT', KEYS[1], tonumber(last[2]) * 1000)
+redis.call('PEXPIREAT', KEYS[1], last[2])
 return redis.call('ZCARD', KEYS[1])
 """
+
+
+# Declared flags (Redis 7.0+): a write script is refused whole, before it runs, when Redis is
+# out of memory or cannot save to disk; reads run then, and so do deletes, which free memory.
+FLAGS = {"read": "#!lua flags=no-writes", "delete": "#!lua flags=allow-oom"}
+FLAGS["index_drop"] = FLAGS["delete"]
+READS = ("read", "load")
+
+
+def _lua(name: str, body: str) -> str:
+    """The script's full text: its flags, the shared prelude (not for the hot read), its body."""
+    text = FLAGS.get(name, "#!lua") + "\n" + (body if name in READS else PRELUDE + body)
+    return text.replace("CHUNK", str(CHUNK)).replace("MEMORY", str(WRITE_MEMORY_MS))
 
 
 @dataclass(frozen=True)
@@ -345,7 +367,8 @@ class SessionStore:
         self._cluster = isinstance(client, RedisCluster)
         scripts = {
             "create": CREATE,
-            "read": READ,
+            "read": READ,  # no PRELUDE: the hot path
+            "load": READ,
             "touch": TOUCH,
             "update": UPDATE,
             "patch": PATCH,
@@ -358,7 +381,7 @@ class SessionStore:
             "index_drop": INDEX_DROP,
         }
         self._scripts = {
-            name: client.register_script(PRELUDE + source) for name, source in scripts.items()
+            name: client.register_script(_lua(name, source)) for name, source in scripts.items()
         }
 
     @property
@@ -416,7 +439,12 @@ class SessionStore:
                 keys=keys, args=[seconds, self.absolute_ttl, user, *fields]
             )
         if user:
-            self._link(user, str.__str__(session_id), int(deadline))
+            try:
+                self._link(user, str.__str__(session_id), int(deadline))
+            except BaseException:
+                # A session its user's index does not list would escape logout_everywhere.
+                self.client.delete(*keys)
+                raise
         return True
 
     def get(self, session_id: str) -> dict[str, Any] | None:
@@ -541,6 +569,12 @@ class SessionStore:
             found = self.client.hmget(old_keys[0], ["_u", "_a"])
         user, deadline = (_text(v, old_keys[0]) if v is not None else None for v in found)
         if deadline is None:
+            with _translated_errors(old_keys[0]):
+                if self.client.exists(old_keys[0]):
+                    raise CorruptSession(
+                        f"{old_keys[0]} is not a session written by sessionlab (no _a field): "
+                        "delete it and create the session again."
+                    )
             return None
         if user:
             self._link(user, new_id, int(deadline), limit=False)
@@ -606,7 +640,10 @@ class SessionStore:
     def _read(self, session_id: str, slide: bool) -> Session | None:
         key = self.key(session_id)
         with _translated_errors(key):
-            raw = self._scripts["read"](keys=[key], args=["1" if slide else "0"])
+            if slide:
+                raw = self._scripts["load"](keys=[key], args=["1"])
+            else:
+                raw = self._scripts["read"](keys=[key], args=["0"])
         if raw is None:
             return None
         try:
@@ -733,14 +770,14 @@ def _whole_number(
         )
     number = int.__int__(value)  # an IntEnum is its number; redis-py would send its repr
     if not lowest <= number <= highest:
-        shown = number if abs(number) < 10**30 else f"of {len(str(abs(number)))} digits"
+        shown = number if number.bit_length() < 100 else f"of {number.bit_length()} bits"
         raise error(
             f"{name} {shown} is out of range: use {lowest} to {highest}{unit.replace(' of', '')}."
         )
     return number
 
 
-def profile_fields(data: object) -> list[str | bytes]:
+def profile_fields(data: object) -> list[str]:
     """The hash fields for a profile: ``p:<name>``, compact JSON of its value, alternating.
 
     :class:`UnserializableData` names any value JSON cannot hold, before anything is sent.
@@ -749,10 +786,14 @@ def profile_fields(data: object) -> list[str | bytes]:
         raise UnserializableData(
             f"session data must be a dict, not {type(data).__name__}: {data!r:.60}"
         )
-    fields: list[str | bytes] = []
+    fields: list[str] = []
     for name, value in data.items():
         fields.append("p:" + _field_name(name, "user_data"))
-        fields.append(_encode(value, f"user_data[{name!r}]"))
+        kind = type(value)
+        if (kind is str and value.isascii()) or (kind is int and value.bit_length() < 64):
+            fields.append(_ENCODER.encode(value))  # the common case, nothing to check
+        else:
+            fields.append(_encode(value, (name,)))
     return fields
 
 
@@ -764,15 +805,19 @@ def dump(value: object) -> str:
         )
     for name in value:
         _field_name(name, "user_data")
-    return _encode(value, "user_data").decode()
+    return _encode(value, ())
 
 
 def _field_name(name: object, where: str) -> str:
+    """A profile key as its hash field stores it: JSON-escaped, without the quotes (so the read
+    script can paste it into JSON); a plain name such as ``user_id`` stays as it is."""
     if not isinstance(name, str):
         raise UnserializableData(
             f"{where} has the key {name!r:.60} ({type(name).__name__}): JSON keys must be str."
         )
     text = str.__str__(name)
+    if PLAIN_NAME.fullmatch(text):
+        return text
     if not text.isascii():
         try:
             text.encode()
@@ -781,12 +826,13 @@ def _field_name(name: object, where: str) -> str:
                 f"{where} has the key {text!r:.60} with a lone surrogate, which UTF-8 cannot "
                 "hold: decode the text it came from with errors='replace'."
             ) from None
-    return text
+    return _ENCODER.encode(text)[1:-1]
 
 
-def _encode(value: object, path: str) -> bytes:
-    _check_json(value, path)
-    return _ENCODER.encode(value).encode()  # surrogates were refused, so this cannot fail
+def _encode(value: object, steps: tuple[object, ...]) -> str:
+    """Compact JSON of ``value`` (at ``user_data[steps...]``) once :func:`_check_json` passed."""
+    _check_json(value, steps)
+    return _ENCODER.encode(value)
 
 
 # Made once: json.dumps with any option builds a new encoder on every call.
@@ -799,13 +845,14 @@ _ENCODER = json.JSONEncoder(
 )
 
 
-def _check_json(value: object, path: str) -> None:
+def _check_json(value: object, root: tuple[object, ...]) -> None:
     """Raise :class:`UnserializableData` for the first value JSON cannot hold as it is.
 
     A loop over an explicit stack, not recursion: the nesting limit (:data:`MAX_DEPTH`) is the
     same whatever the caller's stack depth, and so is what can be read back.
     """
-    stack: list[tuple[object, int, tuple[object, ...]]] = [(value, 1, ())]
+    path = "user_data"
+    stack: list[tuple[object, int, tuple[object, ...]]] = [(value, 1, root)]
     parents: dict[int, int] = {}  # id of a container on the current path -> its depth
     while stack:
         item, depth, steps = stack.pop()
@@ -892,9 +939,10 @@ def _unfit(path: str, steps: tuple[object, ...], problem: str) -> None:
     raise UnserializableData(f"{where} {problem}")
 
 
-def _token() -> bytes:
-    """A write's random token: fork-safe (no counter a child process would share)."""
-    return os.urandom(9)
+def _token() -> str:
+    """A write's random token, as text (a student may look at it with ZRANGE): fork-safe (no
+    counter that a forked web worker would share)."""
+    return os.urandom(9).hex()
 
 
 def _slot(session_id: str) -> int:
@@ -942,7 +990,7 @@ class _translated_errors:  # lower case: used like a function: ``with _translate
     def __exit__(self, kind: type[BaseException] | None, error: object, _tb: object) -> None:
         if kind is None or not issubclass(kind, rex.ResponseError | UnicodeDecodeError):
             return
-        text = str(error)
+        text = str(error).split(" script: ")[0]  # without Redis's "script: <sha>, on @user..."
         if issubclass(kind, UnicodeDecodeError):
             raise CorruptSession(
                 f"{self.key} holds bytes that are not UTF-8; delete the session."
