@@ -21,11 +21,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
+from pathlib import Path
 from typing import Any
 
 import redis
 import requests
 
+from . import sample
 from .server import LabServer
 from .shop import (
     FLASK_SESSION_PREFIX,
@@ -38,8 +40,9 @@ from .store import SessionStore
 
 CLIENT_THREADS = 16
 SERVER_THREADS = 16
-SHOP_PROFILE = {"name": "Rohith", "theme": "dark", "browser": "Edge"}
-SHOP_CART = {"SKU-RED-MUG": 2, "SKU-TEE-M": 1, "SKU-SOCKS": 3}
+#: The course's sample session as the shop stores it: profile fields are strings, set one by one.
+SHOP_PROFILE = {"name": sample.PROFILE["name"], **sample.PROFILE["preferences"]}
+SHOP_CART = sample.CART
 
 
 # -- a real HTTP client, one keep-alive connection per thread ------------------------------
@@ -414,8 +417,8 @@ def main() -> None:
     with WebLab() as lab:
         version = ".".join(map(str, lab.server.version))
         print(
-            f"Redis {version}, waitress {SERVER_THREADS} threads per shop, "
-            f"{CLIENT_THREADS} client threads, loopback"
+            f"{Path(lab.server.binary).name} {version}, waitress {SERVER_THREADS} threads per "
+            f"shop, {CLIENT_THREADS} client threads, loopback"
         )
         reports = [measure(lab.server, shop) for shop in lab.shops]
         print(table(reports))
