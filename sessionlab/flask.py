@@ -73,6 +73,18 @@ class StoreSession(dict, SessionMixin):  # type: ignore[type-arg]
         self._loaded = {key: _fingerprint(value) for key, value in self.items()}
         self._set: set[str] = set()
 
+    @property
+    def permanent(self) -> bool:
+        """Always ``True``: the cookie's ``Max-Age`` is the session's own time left.
+
+        Flask keeps this flag as a ``_permanent`` key in the dict; here it is no profile field.
+        """
+        return True
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        pass  # Flask code that sets it keeps working; the store decides how long a session lives
+
     # -- reads: remember that the response depends on the session (Vary: Cookie) --------
 
     def __getitem__(self, key: str) -> Any:

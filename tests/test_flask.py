@@ -234,6 +234,15 @@ def test_a_value_json_cannot_hold_is_refused_in_the_view(store: SessionStore) ->
         assert "when" not in session
 
 
+def test_flasks_permanent_flag_is_not_a_profile_field(store: SessionStore) -> None:
+    app = make_app(store)
+    with app.test_request_context():
+        session = app.session_interface.open_session(app, request)
+        session.permanent = True
+        assert session.permanent is True
+        assert dict(session) == {} and session.changes() == ({}, [])
+
+
 def test_a_request_that_changes_nothing_writes_nothing(web, server: LabServer) -> None:
     client, _, _ = web
     sid = login(client)

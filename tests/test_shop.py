@@ -23,8 +23,10 @@ from sessionlab.bench_web import (
     cart_race,
     keys_without_ttl,
     logout_race,
+    measure,
     profile_race,
     round_trips_per_request,
+    table,
 )
 from sessionlab.shop import ShopProcess, server_env
 from sessionlab.widgets.web import LoadPanel
@@ -280,3 +282,18 @@ def test_load_panel_counts_both_shops() -> None:
     panel.fire.click()
     assert panel.last["sessionlab"] == (0, 2), panel.status_text
     panel.close()
+
+
+def test_bench_table_shows_every_figure_for_both_shops(
+    server: LabServer, both: dict[str, Shop]
+) -> None:
+    reports = [
+        measure(server, shop, n_cart=20, n_profile=5, logout_trials=1) for shop in both.values()
+    ]
+    text = table(reports)
+    rows = {line.split("  ")[0]: line.split() for line in text.splitlines()[1:]}
+    assert rows["lost cart adds"][-2] == "0"  # the sessionlab column
+    assert rows["lost profile changes"][-2] == "0/5"
+    assert rows["undone logouts"][-2] == "0/1"
+    assert rows["keys without TTL"][-2].startswith("0/")
+    assert {"bytes per session", "cart adds/s", "latency p50", "latency p95"} <= set(rows)
