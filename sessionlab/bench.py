@@ -140,9 +140,10 @@ def server_costs(client: redis.Redis) -> dict[str, float]:
 
 def logout_scaling(
     client: redis.Redis, sizes: tuple[int, ...], per_user: int = 5, repeats: int = 30
-) -> list[tuple[int, float, float]]:
-    """(total sessions, logout_everywhere ms, sessions_of ms): the median for one user with
-    ``per_user`` sessions while the server holds ``size`` sessions in all.
+) -> list[tuple[int, float, float, int]]:
+    """(total sessions, logout_everywhere s, sessions_of s, Redis commands run for both): the
+    median times for one user with ``per_user`` sessions while the server holds ``size``
+    sessions in all, and how many commands Redis ran for them (scripts' inner calls included).
 
     The filler sessions are written through a pipeline (no user); 100 more users with
     ``per_user`` sessions each are linked as usual, so the user index is not alone either.
@@ -167,6 +168,7 @@ def logout_scaling(
         for _ in range(repeats):
             for k in range(per_user):
                 store.create(f"me-{k}", PROFILE, user_id="ME")
+            client.config_resetstat()
             started = time.perf_counter()
             store.sessions_of("ME")
             listed = time.perf_counter()
@@ -174,7 +176,11 @@ def logout_scaling(
             logout.append(time.perf_counter() - listed)
             listing.append(listed - started)
             assert ended == per_user
-        results.append((written + per_user, statistics.median(logout), statistics.median(listing)))
+        stats = client.info("commandstats")  # of the last repeat: load-independent
+        commands = sum(entry["calls"] for entry in stats.values())
+        results.append(
+            (written + per_user, statistics.median(logout), statistics.median(listing), commands)
+        )
     return results
 
 
@@ -208,13 +214,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with LabServer() as server:
         client = server.client()
-        info = client.info("server")
-        name = f"Valkey {info['valkey_version']}" if "valkey_version" in info else "Redis"
-        version = info["redis_version"] if name == "Redis" else ""
         allocator = client.info("memory").get("mem_allocator", "?")
         store = SessionStore(client, prefix="bench")
         print(
-            f"{name} {version} ({server.binary}, {allocator}), redis-py {redis.__version__}, "
+            f"{server_name(client.info('server'))} ({server.binary}, {allocator}), "
+            f"redis-py {redis.__version__}, "
             f"{args.ops} ops x {args.rounds} rounds, one client; raw and store op by op in turns"
         )
         print()
@@ -262,20 +266,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def server_name(info: dict) -> str:
+    """``Redis 7.0.15`` or ``Valkey 9.1.2`` (Valkey also reports a Redis-compatible version)."""
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info['redis_version']}"
+
+
 def main_logout(quick: bool) -> int:
     sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
     with LabServer() as server:
         client = server.client()
         info = client.info("server")
-        name = f"Valkey {info['valkey_version']}" if "valkey_version" in info else "Redis"
-        print(f"{name} {info['redis_version']}: one user with 5 sessions, others around it")
+        print(f"{server_name(info)}: one user with 5 sessions, others around it")
         print()
-        print(f"{'sessions':>9}{'logout_everywhere ms':>22}{'sessions_of ms':>16}{'vs first':>10}")
+        print(
+            f"{'sessions':>9}{'logout_everywhere ms':>22}{'sessions_of ms':>16}{'vs first':>10}"
+            f"{'Redis commands':>16}"
+        )
         rows = logout_scaling(client, sizes, repeats=5 if quick else 30)
-        for keys, logout, listing in rows:
+        for keys, logout, listing, commands in rows:
             print(
                 f"{keys:>9,}{logout * 1000:>22.2f}{listing * 1000:>16.2f}"
-                f"{logout / rows[0][1]:>10.2f}"
+                f"{logout / rows[0][1]:>10.2f}{commands:>16}"
             )
         client.close()
     return 0

@@ -28,5 +28,6 @@ def test_bench_logout_scaling_quick_runs():
     out = run_python(
         "from sessionlab.bench import main; raise SystemExit(main(['--logout', '--quick']))"
     ).stdout
-    rows = re.findall(r"^\s+([\d,]+)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d+\.\d\d)$", out, re.M)
+    rows = re.findall(r"^\s+([\d,]+)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d+)$", out, re.M)
     assert [row[0] for row in rows] == ["1,005", "10,005"], out
+    assert rows[0][4] == rows[1][4], out  # the same Redis commands, whatever the total
