@@ -20,7 +20,6 @@ with ``REDIS_URL`` unset, each such process starts its own private server (lesso
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import re
@@ -31,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +38,11 @@ import waitress
 from flask import Flask, jsonify, request, session
 from waitress import wasyncore
 
+from . import lifeline
 from .config import ENV_FILE_VARIABLE, SERVER_VARIABLES
 from .errors import InvalidCartItem, ServerError, SessionError, StoreFull
 from .flask import current_session, init_app
-from .server import LabServer, _die_with_parent, _popen, free_port
+from .server import LabServer, free_port, wait_until
 from .store import SessionStore, check_quantity, check_sku
 
 SESSION_COOKIE = "sid"
@@ -282,34 +281,32 @@ class ShopProcess:
                 environment.pop(name, None)
             environment[ENV_FILE_VARIABLE] = os.devnull  # nor in a .env file
         with open(self._log, "wb") as log:
-            self.process = _popen(
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", "sessionlab.shop", "--port", str(self.port),
                  "--threads", str(threads)],
                 env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(os.getpid()) if sys.platform == "linux" else None,
             )  # fmt: skip
-        self._wait_ready()
+        # The watchdog kills the shop and removes its directory if this process dies first.
+        lifeline.claim_server(self.process.pid, None)
+        lifeline.claim_dir(Path(self._dir))
+        try:
+            wait_until(self._listening, "the shop process to listen", 30.0)
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerError(f"the shop process exited at start:\n{self.log()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
-                return
-            time.sleep(0.05)
-        self.close()
-        raise ServerError(f"the shop process did not listen within {timeout:.0f} s")
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise ServerError(f"the shop process exited at start:\n{self.log()}")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
 
     def log(self) -> str:
         """What the process printed (its stderr and stdout)."""
@@ -327,7 +324,9 @@ class ShopProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        lifeline.release_server(self.process.pid)
         shutil.rmtree(self._dir, ignore_errors=True)
+        lifeline.release_dir(Path(self._dir))
 
     def __enter__(self) -> ShopProcess:
         return self
@@ -345,11 +344,11 @@ def server_env(server: LabServer) -> dict[str, str]:
 
     The password travels in the environment (readable only by this user), never in argv.
     """
-    env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(server.port)}
-    password = getattr(server, "password", None)  # set on locked LabServers
-    if password:
-        env["REDIS_PASSWORD"] = password
-    return env
+    return {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(server.port),
+        "REDIS_PASSWORD": server.password,  # every LabServer is locked
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
