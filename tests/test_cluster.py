@@ -13,10 +13,18 @@ import threading
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot as crc_slot
 from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
 
 from sessionlab import LabCluster, LabServer, ServerError, SessionStore
-from sessionlab.cluster import SLOTS, FailoverTolerantCluster, slot_ranges
+from sessionlab.cluster import FAILOVER_ERRORS, SLOTS, FailoverTolerantCluster, slot_ranges
+from sessionlab.cluster_checks import (
+    Verdict,
+    check_confirmed_update,
+    check_dead_master_prediction,
+    check_hash_tag_keys,
+    check_owner_prediction,
+)
 from sessionlab.server import running_servers
 from sessionlab.widgets.cluster import ClusterMapPanel
 
@@ -64,6 +72,37 @@ def test_bring_up_gives_three_masters_with_all_slots_and_three_linked_replicas(h
         info = node.client().execute_command("CLUSTER", "INFO")
         assert "cluster_state:ok" in info
         assert "cluster_known_nodes:6" in info
+
+
+def test_shards_name_a_master_and_its_replicas_and_each_row_reads_as_one_line(healthy):
+    rows = healthy.cluster_map()
+    by_shard = {}
+    for row in rows:
+        by_shard.setdefault(row.shard, []).append(row)
+    assert sorted(by_shard) == ["A", "B", "C"]
+    for letter, (first, _last) in zip("ABC", slot_ranges(3), strict=True):
+        master = next(row for row in by_shard[letter] if row.role == "master")
+        replica = next(row for row in by_shard[letter] if row.role == "replica")
+        assert master.slots[0][0] == first
+        assert replica.master == master.name
+        assert str(master) == (
+            f"{master.name}  shard {letter}  master   slots {master.slot_text()} "
+            f"({master.slot_count} slots), {master.keys} keys"
+        )
+        assert (
+            str(replica)
+            == f"{replica.name}  shard {letter}  replica  follows {master.name}, link up"
+        )
+
+
+def test_shard_counts_agree_with_master_of_each_key(healthy):
+    keys = [f"t:{{count-{n}}}" for n in range(300)]
+    expected = {}
+    for key in keys:
+        letter = healthy.shard(healthy.master_of(key))
+        expected[letter] = expected.get(letter, 0) + 1
+    assert healthy.shard_counts(keys) == dict(sorted(expected.items()))
+    assert sum(expected.values()) == 300 and len(expected) == 3
 
 
 def test_client_is_a_cluster_client_that_sees_every_node(healthy):
@@ -221,6 +260,128 @@ def test_killing_a_master_loses_no_acknowledged_session(healthy):
     client.close()
 
 
+def test_a_master_without_a_replica_stops_the_whole_cluster_until_healed():
+    with LabCluster(masters=3, replicas=0) as lab:
+        client = lab.client(failover_timeout=0)
+        keys = [f"k{n}" for n in range(60)]
+        for key in keys:
+            client.set(key, "v")
+        key_a = next(k for k in keys if lab.shard(lab.master_of(k)) == "A")
+        key_c = next(k for k in keys if lab.shard(lab.master_of(k)) == "C")
+        survivor = lab.master_of(key_a)
+        assert survivor.client().config_get("cluster-require-full-coverage") == {
+            "cluster-require-full-coverage": "yes"
+        }
+        panel = ClusterMapPanel(lab)
+        panel.node.value = lab.name(lab.master_of(key_c))
+        panel.crash_button.click()  # shard C had no replica
+        assert "WHOLE cluster" in panel.status_text
+
+        def refused() -> bool:  # a key of a healthy master, refused because of shard C
+            try:
+                client.get(key_a)
+            except redis.exceptions.ClusterDownError:
+                return True
+            return False
+
+        lab._wait(refused, "the cluster to refuse a healthy master's key")
+        assert "cluster_state:fail" in survivor.client().execute_command("CLUSTER", "INFO")
+
+        lab.heal()  # shard C's master comes back, empty: it had no persistence
+        assert client.get(key_a) == "v"
+        assert client.get(key_c) is None
+        assert all(node.running for node in lab.nodes)
+        client.close()
+
+
+def test_failover_timeout_zero_fails_before_the_promotion_the_default_waits(healthy):
+    key = "t:{impatient}"
+    plain = healthy.client(failover_timeout=0)
+    patient = healthy.client()
+    try:
+        plain.set(key, "v")
+        master, replica = healthy.master_of(key), healthy.replica_of(key)
+        master.crash()
+        with pytest.raises(FAILOVER_ERRORS):
+            plain.get(key)
+        assert patient.get(key) == "v"  # waited for the replica's promotion
+        healthy.wait_until_ok()
+        assert healthy.master_of(key) is replica
+    finally:
+        healthy.heal()
+        plain.close()
+        patient.close()
+
+
+# -- the exercises' checks -----------------------------------------------------------------
+
+
+def test_hash_tag_check_accepts_a_tag_per_user_and_explains_each_mistake():
+    good = check_hash_tag_keys(lambda u: (f"p:{{{u}}}", f"c:{{{u}}}"))
+    assert isinstance(good, Verdict) and good.passed and repr(good) == str(good)
+    assert check_hash_tag_keys(lambda u: (f"p:{{{u}}}", f"c:{{{u}}}"), ["1", "2", "3"]).passed
+    cases = {
+        "define keys_for": ...,
+        "returned None": lambda u: None,
+        "raised ZeroDivisionError": lambda u: 1 / 0,
+        "same name twice": lambda u: (f"k:{{{u}}}", f"k:{{{u}}}"),
+        "put the same {hash tag}": lambda u: (f"p:{u}", f"c:{u}"),
+    }
+    for message, keys_for in cases.items():
+        verdict = check_hash_tag_keys(keys_for)
+        assert verdict.startswith("❌") and message in verdict, verdict
+    one_tag = check_hash_tag_keys(lambda u: ("p:{shop}", "c:{shop}"), ["1", "2", "3"])
+    assert not one_tag.passed and "one master would hold every checkout" in one_tag
+    assert check_hash_tag_keys(lambda u: ("p:{shop}", "c:{shop}")).passed  # public check: 1 user
+
+
+def test_owner_prediction_check_uses_the_three_starting_ranges():
+    key = "session:{user-2024}"
+    right = "ABC"[
+        next(i for i, (a, b) in enumerate(slot_ranges(3)) if a <= crc_slot(key.encode()) <= b)
+    ]
+    assert check_owner_prediction(right, key).passed
+    assert check_owner_prediction(right.lower(), key).passed
+    for wrong, message in [(..., "no answer yet"), ("D", "not a master"), (3, "not a master")]:
+        verdict = check_owner_prediction(wrong, key)
+        assert not verdict.passed and message in verdict
+    other = next(letter for letter in "ABC" if letter != right)
+    assert f"not {other}" in check_owner_prediction(other, key)
+
+
+def test_dead_master_prediction_check():
+    assert check_dead_master_prediction("b").passed
+    assert "no answer yet" in check_dead_master_prediction(...)
+    assert "not one of" in check_dead_master_prediction("z")
+    assert "cluster-require-full-coverage" in check_dead_master_prediction("a")
+
+
+def test_confirmed_update_check_needs_wait_on_the_writing_connection(healthy, store):
+    client = store.client
+
+    def right(session_id, profile):
+        store.update(session_id, profile)
+        return client.get_redis_connection(client.get_node_from_key(store.key(session_id))).wait(
+            1, 200
+        )
+
+    def no_wait(session_id, profile):
+        store.update(session_id, profile)
+        return 1  # what a replica usually says, but nobody asked it
+
+    assert check_confirmed_update(right, healthy, store).passed
+    assert check_confirmed_update(right, healthy, store, frozen_replica=True).passed
+    assert check_confirmed_update(no_wait, healthy, store).passed  # the public check
+    hidden = check_confirmed_update(no_wait, healthy, store, frozen_replica=True)
+    assert not hidden.passed and "connection that made the update" in hidden
+    assert "returned nothing" in check_confirmed_update(lambda s, p: None, healthy, store)
+    assert "not updated" in check_confirmed_update(lambda s, p: 1, healthy, store)
+    assert "define" in check_confirmed_update(..., healthy, store)
+    assert "raised" in check_confirmed_update(lambda s, p: 1 / 0, healthy, store)
+    assert all(node.running for node in healthy.nodes)  # the frozen replica was thawed
+    healthy.wait_until_ok()
+
+
 # -- scaling out ---------------------------------------------------------------------------
 
 
@@ -255,13 +416,18 @@ def test_add_master_and_reshard_keep_every_session_readable():
 
         thread = threading.Thread(target=reader, daemon=True)
         thread.start()
+        done: list[int] = []
         try:
-            moved = lab.reshard(new)
+            moved = lab.reshard(new, on_batch=done.append)
         finally:
             stop.set()
             thread.join(30)
         assert reads["done"] > 0
         assert reads["missing"] == [] and reads["errors"] == []
+        assert done == sorted(done) and done[-1] == SLOTS // 4
+        assert lab.shard(new) == "D"
+        on_new = sum(lab.master_of(store.key(s)) is new for s in sessions)
+        assert lab.shard_counts(store.key(s) for s in sessions)["D"] == on_new > 0
 
         lab.wait_until_ok()
         row = next(row for row in lab.cluster_map() if row.port == new.port)
