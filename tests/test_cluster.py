@@ -17,14 +17,9 @@ from redis.crc import key_slot as crc_slot
 from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
 
 from sessionlab import LabCluster, LabServer, ServerError, SessionStore
+from sessionlab.checks import NOT_ANSWERED, Verdict
 from sessionlab.cluster import FAILOVER_ERRORS, SLOTS, FailoverTolerantCluster, slot_ranges
-from sessionlab.cluster_checks import (
-    Verdict,
-    check_confirmed_update,
-    check_dead_master_prediction,
-    check_hash_tag_keys,
-    check_owner_prediction,
-)
+from sessionlab.exercises import lesson05 as check
 from sessionlab.server import running_servers
 from sessionlab.widgets.cluster import ClusterMapPanel
 
@@ -169,7 +164,7 @@ def test_cart_lua_scripts_work_on_the_cluster(store):
     assert store.remove_from_cart("cart", "sku-1", 1) == 4
     assert store.remove_from_cart("cart", "sku-2") == 0
     assert store.get_cart("cart") == {"sku-1": 4}
-    assert 0 < store.client.ttl(store.cart_key("cart")) <= 300
+    assert 0 < store.client.ttl(store.key("cart")) <= 300  # the cart is in the session's hash
     assert store.add_to_cart("no-such-session", "sku-1") is None
     store.delete("cart")
     assert store.get_cart("cart") == {}
@@ -178,7 +173,7 @@ def test_cart_lua_scripts_work_on_the_cluster(store):
 def test_a_sessions_two_keys_share_a_slot_and_the_server_agrees(healthy, store):
     raw = healthy.nodes[0].client()
     for session_id in ["a", "user-0001", SessionStore.new_id()]:
-        profile, cart = store.key(session_id), store.cart_key(session_id)
+        profile, cart = store.key(session_id), store.key(session_id) + ":cart"
         slot = healthy.slot(profile)
         assert slot == healthy.slot(cart)
         assert raw.execute_command("CLUSTER", "KEYSLOT", profile) == slot
@@ -195,7 +190,7 @@ def test_cross_slot_mget_raises_in_the_client_and_on_the_server(healthy, store):
     owner = healthy.master_of(a)
     with pytest.raises(ClusterCrossSlotError, match="don't hash to the same slot"):
         owner.client().mget(a, b)
-    assert store.client.mget(store.key("x"), store.cart_key("x")) == [None, None]
+    assert store.client.mget(store.key("x"), store.key("x") + ":note") == [None, None]
 
 
 def test_a_plain_client_on_the_wrong_node_gets_moved(healthy):
@@ -316,68 +311,87 @@ def test_failover_timeout_zero_fails_before_the_promotion_the_default_waits(heal
 # -- the exercises' checks -----------------------------------------------------------------
 
 
-def test_hash_tag_check_accepts_a_tag_per_user_and_explains_each_mistake():
-    good = check_hash_tag_keys(lambda u: (f"p:{{{u}}}", f"c:{{{u}}}"))
-    assert isinstance(good, Verdict) and good.passed and repr(good) == str(good)
-    assert check_hash_tag_keys(lambda u: (f"p:{{{u}}}", f"c:{{{u}}}"), ["1", "2", "3"]).passed
+def test_hash_tag_checks_accept_a_tag_per_user_and_explain_each_mistake():
+    def tagged(user):
+        return f"p:{{{user}}}", f"c:{{{user}}}"
+
+    def stub(user):  # what otter assign leaves of a solved function
+        ...
+
+    good = check.hash_tags(tagged)
+    assert isinstance(good, Verdict) and good and repr(good).startswith("✅")
+    assert check.hash_tags_hidden(tagged)
+    assert repr(check.hash_tags(stub)) == NOT_ANSWERED
     cases = {
-        "define keys_for": ...,
-        "returned None": lambda u: None,
-        "raised ZeroDivisionError": lambda u: 1 / 0,
-        "same name twice": lambda u: (f"k:{{{u}}}", f"k:{{{u}}}"),
-        "put the same {hash tag}": lambda u: (f"p:{u}", f"c:{u}"),
+        "returned None": lambda user: None,
+        "ZeroDivisionError": lambda user: 1 / 0,
+        "same name twice": lambda user: (f"k:{{{user}}}", f"k:{{{user}}}"),
+        "put the same {hash tag}": lambda user: (f"p:{user}", f"c:{user}"),
     }
     for message, keys_for in cases.items():
-        verdict = check_hash_tag_keys(keys_for)
-        assert verdict.startswith("❌") and message in verdict, verdict
-    one_tag = check_hash_tag_keys(lambda u: ("p:{shop}", "c:{shop}"), ["1", "2", "3"])
-    assert not one_tag.passed and "one master would hold every checkout" in one_tag
-    assert check_hash_tag_keys(lambda u: ("p:{shop}", "c:{shop}")).passed  # public check: 1 user
+        verdict = check.hash_tags(keys_for)
+        assert not verdict and message in repr(verdict), verdict
+
+    def one_tag(user):
+        return "p:{shop}", "c:{shop}"
+
+    assert check.hash_tags(one_tag)  # the visible check looks at one user only...
+    hidden = check.hash_tags_hidden(one_tag)  # ... the hidden one at several
+    assert not hidden and "one master would hold every checkout" in repr(hidden)
 
 
-def test_owner_prediction_check_uses_the_three_starting_ranges():
+def test_which_master_checks_find_an_off_by_one_at_the_range_ends():
+    ranges = slot_ranges(3)
+
+    def right(key):
+        slot = crc_slot(key.encode())
+        return next("ABC"[i] for i, (a, b) in enumerate(ranges) if a <= slot <= b)
+
+    def off_by_one(key):  # treats each range's last slot as the next master's
+        slot = crc_slot(key.encode())
+        for letter, (_first, last) in zip("ABC", ranges, strict=True):
+            if slot < last:
+                return letter
+        return "C"
+
     key = "session:{user-2024}"
-    right = "ABC"[
-        next(i for i, (a, b) in enumerate(slot_ranges(3)) if a <= crc_slot(key.encode()) <= b)
-    ]
-    assert check_owner_prediction(right, key).passed
-    assert check_owner_prediction(right.lower(), key).passed
-    for wrong, message in [(..., "no answer yet"), ("D", "not a master"), (3, "not a master")]:
-        verdict = check_owner_prediction(wrong, key)
-        assert not verdict.passed and message in verdict
-    other = next(letter for letter in "ABC" if letter != right)
-    assert f"not {other}" in check_owner_prediction(other, key)
+    assert check.which_master(right, key=key)
+    assert check.which_master_hidden(right)
+    assert check.which_master(off_by_one, key=key)  # slot 6341 is far from any end
+    hidden = check.which_master_hidden(off_by_one)
+    assert not hidden and "both ends included" in repr(hidden)
+    assert 'return "A", "B" or "C"' in repr(check.which_master(lambda k: 2, key=key))
 
 
-def test_dead_master_prediction_check():
-    assert check_dead_master_prediction("b").passed
-    assert "no answer yet" in check_dead_master_prediction(...)
-    assert "not one of" in check_dead_master_prediction("z")
-    assert "cluster-require-full-coverage" in check_dead_master_prediction("a")
+def test_dead_master_check():
+    assert check.dead_master("b") and check.dead_master(" B ")
+    assert repr(check.dead_master(...)) == NOT_ANSWERED
+    assert "is not one of" in repr(check.dead_master("z"))
+    assert "cluster-require-full-coverage" in repr(check.dead_master("a"))
 
 
-def test_confirmed_update_check_needs_wait_on_the_writing_connection(healthy, store):
+def test_wait_checks_need_a_real_wait_on_the_writing_connection(healthy, store):
     client = store.client
 
     def right(session_id, profile):
         store.update(session_id, profile)
-        return client.get_redis_connection(client.get_node_from_key(store.key(session_id))).wait(
-            1, 200
-        )
+        node = client.get_node_from_key(store.key(session_id))
+        return client.get_redis_connection(node).wait(1, 200)
 
     def no_wait(session_id, profile):
         store.update(session_id, profile)
         return 1  # what a replica usually says, but nobody asked it
 
-    assert check_confirmed_update(right, healthy, store).passed
-    assert check_confirmed_update(right, healthy, store, frozen_replica=True).passed
-    assert check_confirmed_update(no_wait, healthy, store).passed  # the public check
-    hidden = check_confirmed_update(no_wait, healthy, store, frozen_replica=True)
-    assert not hidden.passed and "connection that made the update" in hidden
-    assert "returned nothing" in check_confirmed_update(lambda s, p: None, healthy, store)
-    assert "not updated" in check_confirmed_update(lambda s, p: 1, healthy, store)
-    assert "define" in check_confirmed_update(..., healthy, store)
-    assert "raised" in check_confirmed_update(lambda s, p: 1 / 0, healthy, store)
+    context = {"cluster": healthy, "store": store}
+    assert check.wait(right, **context)
+    assert check.wait_hidden(right, **context)
+    assert check.wait(no_wait, **context)  # the visible check cannot tell...
+    hidden = check.wait_hidden(no_wait, **context)  # ... the hidden one freezes the replica
+    assert not hidden and "connection that made the update" in repr(hidden)
+    assert "returned None" in repr(check.wait(lambda s, p: None, **context))
+    assert "not updated" in repr(check.wait(lambda s, p: 1, **context))
+    assert "ZeroDivisionError" in repr(check.wait(lambda s, p: 1 / 0, **context))
+    assert repr(check.wait(..., **context)) == NOT_ANSWERED
     assert all(node.running for node in healthy.nodes)  # the frozen replica was thawed
     healthy.wait_until_ok()
 
