@@ -15,9 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from ..checks import Wrong, check
 from ..cluster import LabCluster, shard_letter, slot_ranges
+from ..errors import SessionError
 from ..store import SessionStore
 
 #: The choices of the "a master without a replica dies" prediction, and the right one.
@@ -146,14 +148,30 @@ def _resume(pid: int | None) -> None:
             os.kill(pid, signal.SIGCONT)
 
 
+def _session_with_a_replica(cluster: LabCluster, store: SessionStore) -> tuple[str, Any]:
+    """A fresh session id whose master has a running replica (a master added by the scale-out
+    section has none), and that replica."""
+    try:
+        cluster.wait_until_ok()
+        for n in range(64):
+            session_id = f"exercise-wait-{n}"
+            replicas = cluster.replicas_of(cluster.master_of(store.key(session_id)))
+            if replicas:
+                return session_id, replicas[0]
+    except (SessionError, RedisError) as error:
+        raise Wrong(
+            f"The cluster is not ready ({type(error).__name__}): run cluster.heal(), then this "
+            "cell again."
+        ) from None
+    raise Wrong("No master has a running replica: run cluster.heal(), then this cell again.")
+
+
 def _confirmed(
     confirmed_update: Any, cluster: LabCluster, store: SessionStore, frozen: bool
 ) -> int:
-    session_id = "exercise-wait"
+    session_id, replica = _session_with_a_replica(cluster, store)
     after = {"user_id": "U0300", "name": "after", "frozen": frozen}
     store.create(session_id, {"user_id": "U0300", "name": "before"}, ttl=600)
-    cluster.wait_until_ok()
-    replica = cluster.replica_of(store.key(session_id))
     pid = replica.pid if frozen else None
     thaw = threading.Timer(2.0, _resume, (pid,))  # a WAIT with timeout 0 would block forever
     try:
