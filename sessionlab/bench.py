@@ -58,9 +58,10 @@ def paired_batch(
 
 
 def throughput(
-    client: redis.Redis, store: SessionStore, ops: int, rounds: int
+    client: redis.Redis, store: SessionStore, ops: int, rounds: int, inside: dict
 ) -> list[tuple[str, float, float, float]]:
-    """(operation, raw ops/s, store ops/s, store/raw) for each operation of :data:`GOALS`.
+    """(operation, raw ops/s, store ops/s, store/raw) for each operation of :data:`GOALS`;
+    ``inside[operation]`` gets what Redis spent per call (:func:`server_costs`).
 
     Each round runs ``ops`` of each operation both ways, in batches of :data:`CHUNK`; the
     ops/s are those of the fastest batch, the ratio is the median of the batches' ratios.
@@ -87,6 +88,7 @@ def throughput(
     }
     results = []
     for name in GOALS:
+        client.config_resetstat()
         batches = [
             paired_batch(raw[name], ours[name], ids[start : start + CHUNK])
             for _ in range(rounds)
@@ -100,6 +102,7 @@ def throughput(
                 statistics.median(r / o for r, o in batches),
             )
         )
+        inside[name] = server_costs(client)
     return results
 
 
@@ -128,14 +131,62 @@ def memory(client: redis.Redis, store: SessionStore) -> dict[str, int]:
     return usage
 
 
-def server_costs(client: redis.Redis) -> dict[str, float]:
-    """Microseconds per call inside Redis (``INFO commandstats``) since the last reset."""
+def server_costs(client: redis.Redis) -> tuple[float, float]:
+    """Microseconds per call inside Redis (``INFO commandstats``) since the last reset: the raw
+    command's, and the store's script's (EVALSHA; the commands it calls are counted in it)."""
     stats = client.info("commandstats")
-    return {
-        name: stats[f"cmdstat_{name}"]["usec_per_call"]
-        for name in ("set", "get", "hincrby", "hset", "evalsha")
+    raw = [
+        stats[f"cmdstat_{name}"]["usec_per_call"]
+        for name in ("set", "get", "hincrby", "hset")
         if f"cmdstat_{name}" in stats
-    }
+    ]
+    return (raw[0] if raw else 0.0), stats.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0)
+
+
+def logout_scaling(
+    client: redis.Redis, sizes: tuple[int, ...], per_user: int = 5, repeats: int = 30
+) -> list[tuple[int, float, float, int]]:
+    """(total sessions, logout_everywhere s, sessions_of s, Redis commands run for both): the
+    median times for one user with ``per_user`` sessions while the server holds ``size``
+    sessions in all, and how many commands Redis ran for them (scripts' inner calls included).
+
+    The filler sessions are written through a pipeline (no user); 100 more users with
+    ``per_user`` sessions each are linked as usual, so the user index is not alone either.
+    """
+    store = SessionStore(client, prefix="scale")
+    filler = SessionStore(client.pipeline(transaction=False), prefix="scale")
+    for n in range(100):
+        for k in range(per_user):
+            store.create(f"u{n}-{k}", PROFILE, user_id=f"U{n}")
+    written = 100 * per_user
+    store.create("warm-up", PROFILE, user_id="ME")  # loads the scripts: not timed
+    store.logout_everywhere("ME")
+    results = []
+    for size in sizes:
+        while written < size:
+            batch = min(1000, size - written)
+            for n in range(written, written + batch):
+                filler.create(f"f{n}", PROFILE)
+            filler.client.execute()
+            written += batch
+        logout, listing = [], []
+        for _ in range(repeats):
+            for k in range(per_user):
+                store.create(f"me-{k}", PROFILE, user_id="ME")
+            client.config_resetstat()
+            started = time.perf_counter()
+            store.sessions_of("ME")
+            listed = time.perf_counter()
+            ended = store.logout_everywhere("ME")
+            logout.append(time.perf_counter() - listed)
+            listing.append(listed - started)
+            assert ended == per_user
+        stats = client.info("commandstats")  # of the last repeat: load-independent
+        commands = sum(entry["calls"] for entry in stats.values())
+        results.append(
+            (written + per_user, statistics.median(logout), statistics.median(listing), commands)
+        )
+    return results
 
 
 def start_times(count: int) -> list[float]:
@@ -155,41 +206,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=3000, help="operations per measurement")
     parser.add_argument("--rounds", type=int, default=5, help="repetitions; the best counts")
     parser.add_argument("--quick", action="store_true", help="a few ops, to check it runs")
+    parser.add_argument(
+        "--logout",
+        action="store_true",
+        help="only: logout_everywhere/sessions_of of one user as total sessions grow 1k -> 100k",
+    )
     args = parser.parse_args(argv)
+    if args.logout:
+        return main_logout(args.quick)
     if args.quick:
         args.ops, args.rounds = 2 * CHUNK, 1
 
     with LabServer() as server:
         client = server.client()
-        info = client.info("server")
-        name = f"Valkey {info['valkey_version']}" if "valkey_version" in info else "Redis"
-        version = info["redis_version"] if name == "Redis" else ""
         allocator = client.info("memory").get("mem_allocator", "?")
         store = SessionStore(client, prefix="bench")
         print(
-            f"{name} {version} ({server.binary}, {allocator}), redis-py {redis.__version__}, "
+            f"{server_name(client.info('server'))} ({server.binary}, {allocator}), "
+            f"redis-py {redis.__version__}, "
             f"{args.ops} ops x {args.rounds} rounds, one client; raw and store op by op in turns"
         )
         print()
         print(f"{'operation':<10}{'raw ops/s':>12}{'store ops/s':>13}{'store/raw':>11}{'goal':>7}")
         missed = []
-        client.config_resetstat()
-        for name, raw, ours, ratio in throughput(client, store, args.ops, args.rounds):
+        inside: dict[str, tuple[float, float]] = {}
+        for name, raw, ours, ratio in throughput(client, store, args.ops, args.rounds, inside):
             verdict = "ok" if ratio >= GOALS[name] else "MISSED"
             if verdict != "ok":
                 missed.append(name)
             print(
                 f"{name:<10}{raw:>12,.0f}{ours:>13,.0f}{ratio:>11.2f}{GOALS[name]:>7.2f}  {verdict}"
             )
-        inside = server_costs(client)
         usage = memory(client, store)
         client.close()
 
     print()
     print(
-        "In Redis (INFO commandstats, microseconds per call): "
-        + "  ".join(f"{name.upper()} {usec:.1f}" for name, usec in inside.items())
-        + "  (EVALSHA: every store call but ttl)"
+        "In Redis (INFO commandstats, microseconds per call, raw / store): "
+        + "  ".join(f"{name} {raw:.1f} / {ours:.1f}" for name, (raw, ours) in inside.items())
     )
     print()
     ratio = usage["session"] / usage["json"]
@@ -212,6 +266,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     if missed and not args.quick:
         print(f"\nBelow goal: {', '.join(missed)} (numbers vary with machine load; run again)")
+    return 0
+
+
+def server_name(info: dict) -> str:
+    """``Redis 7.0.15`` or ``Valkey 9.1.2`` (Valkey also reports a Redis-compatible version)."""
+    if "valkey_version" in info:
+        return f"Valkey {info['valkey_version']}"
+    return f"Redis {info['redis_version']}"
+
+
+def main_logout(quick: bool) -> int:
+    sizes = (1_000, 10_000) if quick else (1_000, 10_000, 100_000)
+    with LabServer() as server:
+        client = server.client()
+        info = client.info("server")
+        print(f"{server_name(info)}: one user with 5 sessions, others around it")
+        print()
+        print(
+            f"{'sessions':>9}{'logout_everywhere ms':>22}{'sessions_of ms':>16}{'vs first':>10}"
+            f"{'Redis commands':>16}"
+        )
+        rows = logout_scaling(client, sizes, repeats=5 if quick else 30)
+        for keys, logout, listing, commands in rows:
+            print(
+                f"{keys:>9,}{logout * 1000:>22.2f}{listing * 1000:>16.2f}"
+                f"{logout / rows[0][1]:>10.2f}{commands:>16}"
+            )
+        client.close()
     return 0
 
 

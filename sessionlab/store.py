@@ -7,7 +7,7 @@ Layout of one session with id ``abc`` under the prefix ``session``::
                                 _c created, _s last seen (epoch s), _a absolute deadline (epoch
                                 ms), _i idle timeout (s), _u user id (only if linked)
                          expiry min(last activity + idle timeout, absolute deadline) (PEXPIREAT)
-    session:{abc}:w      zset   tokens of the writes of the last 2 minutes (at most once)
+    session:{abc}:w      zset   tokens of the writes of the last 1.5-2 minutes (at most once)
     session:user:{U001}  zset   the user's session ids, scored by their absolute deadline;
                                 expires at the latest of them
 
@@ -15,11 +15,11 @@ Why one hash: profile and cart live and die together (expiry, eviction, DEL), a 
 or a cart item changes alone (no lost update between concurrent requests), and measured with
 ``MEMORY USAGE`` (43-character id, seed profile + 3-item cart) it takes 296 bytes on Redis 7.0
 and 272 on Valkey 9, against 264 / 256 for the same data as one JSON string (1.12x / 1.06x;
-a profile as one JSON field is 2.8x: the value outgrows the compact listpack encoding).
+the profile as one JSON field: 595 / 624, as the value outgrows the compact listpack encoding).
 
 Every write is one Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is atomic
 and runs unchanged on Redis Cluster; the server's clock (``TIME``) decides every expiry.
-Writes that change data carry a random token remembered for 2 minutes: a command that
+Writes that change data carry a random token remembered 90-120 s: a command that
 redis-py sends again after a reply timeout is recognised and not applied a second time.
 """
 
@@ -60,13 +60,13 @@ MAX_TTL = 2**31 - 1
 MAX_QUANTITY = 1_000_000
 MAX_DEPTH = 64  # nesting levels of a profile value; checked without recursion
 MAX_INT_DIGITS = 4000  # below Python's int <-> str limit (4300), so every int reads back
-WRITE_MEMORY_MS = 120_000  # how long a write token is remembered: longer than any retry
+WRITE_MEMORY_MS = 120_000  # a write token is remembered 90-120 s: longer than redis-py retries
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 USER_ID = SESSION_ID
 SKU = re.compile(r"[A-Za-z0-9_.:@#/+-]{1,64}")
 PLAIN_NAME = re.compile(r"[A-Za-z0-9_ .:@-]*")  # profile keys that JSON needs no escape for
 PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-CHUNK = 1000  # fields per HSET/HDEL inside a script (Lua's unpack has a stack limit)
+CHUNK = 1000  # arguments per HSET/HDEL in a script (Lua's unpack has a stack limit); even
 
 # -- Lua -------------------------------------------------------------------------------------
 # Shared by every script: the server's time in ms, a live-session check, and the write memory.
@@ -85,22 +85,25 @@ local function each(command, key, list, first, last)
     redis.call(command, key, unpack(list, i, math.min(i + CHUNK - 1, last)))
   end
 end
-local function applied(written, token)
-  return redis.call('ZSCORE', written, token)
-end
-local function remember(key, written, token)
-  redis.call('ZADD', written, now, token)
-  redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
-  local left = redis.call('PTTL', key)
-  if left < 0 or left > MEMORY then left = MEMORY end
-  redis.call('PEXPIRE', written, left)
+-- Remember the write's token; false if it was remembered already (this is a resend).
+local function first_time(key, written, token)
+  if redis.call('ZADD', written, 'NX', now, token) == 0 then return false end
+  if string.byte(token, 1) == 48 then  -- a random 1 write in 16 drops the expired tokens
+    redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
+  end
+  if redis.call('PTTL', written) < MEMORY - 30000 then  -- refreshed twice a minute at most
+    local left = redis.call('PTTL', key)  -- and the memory never outlives its session
+    if left < 0 or left > MEMORY then left = MEMORY end
+    redis.call('PEXPIRE', written, left)
+  end
+  return true
 end
 local function quantity(key, field)
   local q = redis.call('HGET', key, field)
   if q then return tonumber(q) end
   return 0
 end
-""".replace("CHUNK", str(CHUNK)).replace("MEMORY", str(WRITE_MEMORY_MS))
+"""
 
 # KEYS[1] session, KEYS[2] its write memory. ARGV: idle s, absolute s, user id or '', pairs...
 CREATE = """
@@ -108,9 +111,12 @@ redis.call('DEL', KEYS[1], KEYS[2])
 local created = math.floor(now / 1000)
 local deadline = now + tonumber(ARGV[2]) * 1000
 local idle = tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], '_c', created, '_a', deadline, '_s', created, '_i', idle)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], '_u', ARGV[3]) end
-each('HSET', KEYS[1], ARGV, 4, #ARGV)
+local fields = {'_c', created, '_a', deadline, '_s', created, '_i', idle}
+if ARGV[3] ~= '' then fields[9], fields[10] = '_u', ARGV[3] end
+local last = math.min(#ARGV, 3 + CHUNK)  -- CHUNK is even: whole field/value pairs
+for i = 4, last do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+each('HSET', KEYS[1], ARGV, last + 1, #ARGV)
 local expire_at = math.min(now + idle * 1000, deadline)
 redis.call('PEXPIREAT', KEYS[1], expire_at)
 return deadline
@@ -177,67 +183,70 @@ return 1
 # KEYS[1] session, KEYS[2] write memory. ARGV: token, then p:<name>/JSON pairs.
 UPDATE = """
 if not alive(KEYS[1]) then return 0 end
-if applied(KEYS[2], ARGV[1]) then return 1 end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 local old = {}
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(name, 1, 2) == 'p:' then old[#old + 1] = name end
 end
 each('HDEL', KEYS[1], old, 1, #old)
 each('HSET', KEYS[1], ARGV, 2, #ARGV)
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 1
 """
 
 # ARGV: token, number n of fields to remove, the n fields, then p:<name>/JSON pairs to set.
 PATCH = """
 if not alive(KEYS[1]) then return 0 end
-if applied(KEYS[2], ARGV[1]) then return 1 end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 local n = tonumber(ARGV[2])
 each('HDEL', KEYS[1], ARGV, 3, 2 + n)
 each('HSET', KEYS[1], ARGV, 3 + n, #ARGV)
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 1
 """
 
-# ARGV: token, c:<sku>, quantity to add, the most one item may reach.
+# ARGV: token, c:<sku>, quantity to add, the most one item may reach. A write that fails
+# (a value that is not ours, past the limit) is undone and its token forgotten.
 ADD_TO_CART = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
-local current = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
-if current and current + tonumber(ARGV[3]) > tonumber(ARGV[4]) then
-  return redis.error_reply('QUANTITY ' .. current)
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+local q = redis.pcall('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
+if type(q) == 'table' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return q
 end
-local q = redis.call('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
-remember(KEYS[1], KEYS[2], ARGV[1])
+if q > tonumber(ARGV[4]) then
+  q = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
+  if q == 0 then redis.call('HDEL', KEYS[1], ARGV[2]) end
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return redis.error_reply('QUANTITY ' .. q)
+end
 return q
 """
 
 # ARGV: token, c:<sku>, quantity to remove or '' for all of it.
 REMOVE_FROM_CART = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
 if ARGV[3] ~= '' then
-  local left = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
-  if left > 0 then
-    remember(KEYS[1], KEYS[2], ARGV[1])
+  local left = redis.pcall('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
+  if type(left) == 'table' then
+    redis.call('ZREM', KEYS[2], ARGV[1])
     return left
   end
+  if left > 0 then return left end
 end
 redis.call('HDEL', KEYS[1], ARGV[2])
-remember(KEYS[1], KEYS[2], ARGV[1])
 return 0
 """
 
 # ARGV: token, c:<sku>, quantity (0 removes the item).
 SET_QUANTITY = """
 if not alive(KEYS[1]) then return false end
-if applied(KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
+if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
 if ARGV[3] == '0' then
   redis.call('HDEL', KEYS[1], ARGV[2])
 else
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 end
-remember(KEYS[1], KEYS[2], ARGV[1])
 return tonumber(ARGV[3])
 """
 
@@ -284,6 +293,12 @@ return redis.call('ZCARD', KEYS[1])
 FLAGS = {"read": "#!lua flags=no-writes", "delete": "#!lua flags=allow-oom"}
 FLAGS["index_drop"] = FLAGS["delete"]
 READS = ("read", "load")
+
+
+def _lua(name: str, body: str) -> str:
+    """The script's full text: its flags, the shared prelude (not for the hot read), its body."""
+    text = FLAGS.get(name, "#!lua") + "\n" + (body if name in READS else PRELUDE + body)
+    return text.replace("CHUNK", str(CHUNK)).replace("MEMORY", str(WRITE_MEMORY_MS))
 
 
 @dataclass(frozen=True)
@@ -368,10 +383,7 @@ class SessionStore:
             "index_drop": INDEX_DROP,
         }
         self._scripts = {
-            name: client.register_script(
-                FLAGS.get(name, "#!lua") + "\n" + (source if name in READS else PRELUDE + source)
-            )
-            for name, source in scripts.items()
+            name: client.register_script(_lua(name, source)) for name, source in scripts.items()
         }
 
     @property
@@ -429,7 +441,12 @@ class SessionStore:
                 keys=keys, args=[seconds, self.absolute_ttl, user, *fields]
             )
         if user:
-            self._link(user, str.__str__(session_id), int(deadline))
+            try:
+                self._link(user, str.__str__(session_id), int(deadline))
+            except BaseException:
+                # A session its user's index does not list would escape logout_everywhere.
+                self.client.delete(*keys)
+                raise
         return True
 
     def get(self, session_id: str) -> dict[str, Any] | None:

@@ -20,5 +20,18 @@ def test_bench_quick_runs():
     assert re.search(r"profile as one JSON field\s+\d+$", out, re.M)
     assert re.search(r"write memory \(:w\), only for 2 minutes after a write\s+\d+$", out, re.M)
     assert re.search(r"store / JSON string: \d\.\d\d \(bar 1\.2, goal 1\.0\)\s+(ok|MISSED)", out)
-    assert re.search(r"In Redis \(INFO commandstats, microseconds per call\): SET [\d.]+", out)
+    assert re.search(
+        r"In Redis \(INFO commandstats, microseconds per call, raw / store\): create [\d.]+ / "
+        r"[\d.]+  load",
+        out,
+    )
     assert re.search(r"LabServer start to first PING: median \d+ ms", out)
+
+
+def test_bench_logout_scaling_quick_runs():
+    out = run_python(
+        "from sessionlab.bench import main; raise SystemExit(main(['--logout', '--quick']))"
+    ).stdout
+    rows = re.findall(r"^\s+([\d,]+)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d+)$", out, re.M)
+    assert [row[0] for row in rows] == ["1,005", "10,005"], out
+    assert rows[0][4] == rows[1][4], out  # the same Redis commands, whatever the total

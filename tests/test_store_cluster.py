@@ -109,6 +109,7 @@ def test_max_sessions_per_user_on_a_cluster(cluster):
     ids = [store.new_id() for _ in range(5)]
     for session_id in ids:
         store.create(session_id, PROFILE, user_id="U9")
+        time.sleep(0.002)  # "oldest" is by absolute deadline, in ms: no two in the same one
     assert [s.session_id for s in store.sessions_of("U9")] == ids[2:]
     assert [store.get(i) for i in ids[:2]] == [None, None]
     client.close()
