@@ -59,6 +59,7 @@ class NodeInfo:
     """One row of :meth:`LabCluster.cluster_map`: what a node says about itself now."""
 
     name: str  # "node 1" ... in start order; stable across failovers
+    shard: str  # "A", "B", ...: a master and its replicas; stable when roles swap inside it
     port: int
     role: str  # "master", "replica" or "down"
     slots: tuple[tuple[int, int], ...]  # inclusive ranges this node serves (masters)
@@ -73,6 +74,16 @@ class NodeInfo:
     def slot_text(self) -> str:
         """``0-5460`` or ``0-1364,5461-6825``; ``-`` for none."""
         return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in self.slots) or "-"
+
+    def __str__(self) -> str:
+        """A line: ``node 1  shard A  master   slots 0-5460 (5461 slots), 0 keys``."""
+        if self.role == "master":
+            detail = f"slots {self.slot_text()} ({self.slot_count} slots), {self.keys} keys"
+        elif self.role == "replica":
+            detail = f"follows {self.master}, link {'up' if self.link_up else 'down'}"
+        else:
+            detail = "not running"
+        return f"{self.name}  shard {self.shard}  {self.role:<7}  {detail}"
 
 
 class LabCluster:
@@ -110,6 +121,7 @@ class LabCluster:
         self.nodes: list[LabServer] = []
         self._ids: dict[LabServer, str] = {}
         self._names: dict[LabServer, str] = {}
+        self._shards: dict[LabServer, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -129,9 +141,12 @@ class LabCluster:
             for node in self.nodes[1:]:
                 self._raw(self.nodes[0]).execute_command("CLUSTER", "MEET", HOST, node.port)
             self._wait(self._everyone_known, "every node to know every other node")
+            for index, master in enumerate(masters):
+                self._shards[master] = shard_letter(index)
             for index, replica in enumerate(self.nodes[self.masters_at_start :]):
                 master = masters[index % len(masters)]
                 self._raw(replica).execute_command("CLUSTER", "REPLICATE", self.node_id(master))
+                self._shards[replica] = self._shards[master]
             self.wait_until_ok()
         except redis.RedisError as error:
             self.close()
@@ -151,6 +166,7 @@ class LabCluster:
             node.close()
         self._ids.clear()
         self._names.clear()
+        self._shards.clear()
 
     def __enter__(self) -> LabCluster:
         return self.start()
@@ -167,15 +183,18 @@ class LabCluster:
     def client(self, failover_timeout: float = 10.0, **kwargs: Any) -> RedisCluster:
         """A ``RedisCluster`` client (``decode_responses=True``) that waits out a failover.
 
-        While a dead master's replica is being promoted (about 2 s here), every command on
-        its slots fails with ``ConnectionError``. This client retries such a command with a
-        short backoff for up to ``failover_timeout`` seconds, so a read is slow instead of
-        failing. ``failover_timeout=0`` gives plain redis-py behaviour: you see each failure.
+        While a dead master's replica is being promoted (about 2 s with this lab's
+        ``cluster-node-timeout 1000``), every command on its slots fails with
+        ``ConnectionError``. This client retries such a command with a short backoff for up
+        to ``failover_timeout`` seconds, so a read is slow instead of failing.
+        ``failover_timeout=0`` keeps redis-py's own retry settings: plain redis-py 8.1 gives
+        up within about 0.1 s of a master's death.
         """
         kwargs.setdefault("decode_responses", True)
         kwargs.setdefault("socket_connect_timeout", 1.0)
         kwargs.setdefault("socket_timeout", 5.0)
-        kwargs.setdefault("retry", Retry(NoBackoff(), 3 if failover_timeout else 0))
+        if failover_timeout:
+            kwargs.setdefault("retry", Retry(NoBackoff(), 3))
         startup = [ClusterNode(HOST, node.port) for node in self.nodes if node.running]
         if not startup:
             raise ServerError("No node of the cluster is running: start() one first.")
@@ -195,6 +214,12 @@ class LabCluster:
     def name(self, node: LabServer) -> str:
         """``node 1``, ``node 2``, ... in start order."""
         return self._names[node]
+
+    def shard(self, node: LabServer) -> str:
+        """The node's shard letter: ``A`` for the master that started with the lowest slots
+        and its replicas, ...; a master added later gets the next letter. Roles may swap
+        inside a shard (a failover); the letter stays."""
+        return self._shards[node]
 
     @staticmethod
     def slot(key: str) -> int:
@@ -242,9 +267,9 @@ class LabCluster:
         """Every node in start order: role, slot ranges and key count, as each reports it."""
         rows = []
         for node in self.nodes:
-            name = self.name(node)
+            name, shard = self.name(node), self.shard(node)
             if not node.running:
-                rows.append(NodeInfo(name, node.port, "down", (), None, None, None))
+                rows.append(NodeInfo(name, shard, node.port, "down", (), None, None, None))
                 continue
             raw = self._raw(node)
             me = next(line for line in _node_lines(raw) if "myself" in line[2])
@@ -255,9 +280,26 @@ class LabCluster:
                 master = self._name_by_port(int(info.get("master_port", 0)))
                 link = info.get("master_link_status") == "up"
             rows.append(
-                NodeInfo(name, node.port, role, _ranges(me[8:]), raw.dbsize(), master, link)
+                NodeInfo(name, shard, node.port, role, _ranges(me[8:]), raw.dbsize(), master, link)
             )
         return rows
+
+    def shard_counts(self, keys: Iterable[str]) -> dict[str, int]:
+        """How many of ``keys`` each shard serves now, by shard letter (sorted).
+
+        One ``CLUSTER NODES`` for the slot map, then CRC16 locally per key, as a cluster
+        client routes them: no round trip per key.
+        """
+        owner: dict[int, str] = {}
+        for node_id, ranges in self._slot_map(self._any_running()).items():
+            letter = self.shard(self._by_id(node_id))
+            for first, last in ranges:
+                owner.update(dict.fromkeys(range(first, last + 1), letter))
+        counts: dict[str, int] = {}
+        for key in keys:
+            letter = owner.get(self.slot(key), "-")  # "-": no master serves the slot now
+            counts[letter] = counts.get(letter, 0) + 1
+        return dict(sorted(counts.items()))
 
     # -- waiting -----------------------------------------------------------------------
 
@@ -272,11 +314,27 @@ class LabCluster:
             self._healthy, "the cluster to be ok (every slot served, replicas linked)", timeout
         )
 
+    def heal(self) -> LabCluster:
+        """Start every stopped node again (its port, data directory and ``nodes.conf``) and
+        wait until the cluster is ok; build it anew if it was closed.
+
+        A lesson section begins with it, so it runs on a whole cluster whatever ran before
+        (a crashed node, a re-run cell). A master restarted without persistence comes back
+        empty: its keys survive only if a replica took over while it was down.
+        """
+        if not self.nodes:
+            return self.start()
+        for node in self.nodes:
+            node.start()
+        self.wait_until_ok()
+        return self
+
     # -- scaling out -------------------------------------------------------------------
 
     def add_master(self) -> LabServer:
         """Start a new, empty master and join it (``CLUSTER MEET``); it serves no slot yet."""
         node = self._start_node()
+        self._shards[node] = shard_letter(len(set(self._shards.values())))
         try:
             self._raw(self._any_running(but=node)).execute_command(
                 "CLUSTER", "MEET", HOST, node.port
@@ -285,6 +343,7 @@ class LabCluster:
             self.wait_until_ok()  # a new master refuses commands (CLUSTERDOWN) for ~2 s
         except BaseException:
             self.nodes.remove(node)
+            self._shards.pop(node, None)
             node.close()
             raise
         return node
@@ -340,11 +399,17 @@ class LabCluster:
                     on_batch(done)
         return moved_keys
 
-    def reshard(self, to: LabServer, count: int | None = None) -> int:
+    def reshard(
+        self,
+        to: LabServer,
+        count: int | None = None,
+        *,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> int:
         """Move ``count`` slots to ``to``, taken evenly from the other masters.
 
         The default gives ``to`` an equal share (16384 / number of masters). Returns the
-        number of keys moved.
+        number of keys moved; ``on_batch`` as in :meth:`move_slots` (for a progress bar).
         """
         holders = {  # masters that serve slots now (not ``to``, not a dead one without slots)
             nid: ranges
@@ -365,7 +430,7 @@ class LabCluster:
                 count - len(chosen) if index == len(held) - 1 else round(count * len(owned) / total)
             )
             chosen += owned[:share]
-        return self.move_slots(chosen, to)
+        return self.move_slots(chosen, to, on_batch=on_batch)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -582,6 +647,11 @@ def slot_ranges(masters: int) -> list[tuple[int, int]]:
         ranges.append((first, last))
         first, cursor = last + 1, cursor + per_node
     return ranges
+
+
+def shard_letter(index: int) -> str:
+    """``A``, ``B``, ... ``Z``, then ``S27``, ``S28``, ... (shard names for people)."""
+    return chr(ord("A") + index) if index < 26 else f"S{index + 1}"
 
 
 def _node_lines(raw: redis.Redis) -> list[list[str]]:

@@ -13,10 +13,13 @@ import threading
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot as crc_slot
 from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
 
 from sessionlab import LabCluster, LabServer, ServerError, SessionStore
-from sessionlab.cluster import SLOTS, FailoverTolerantCluster, slot_ranges
+from sessionlab.checks import NOT_ANSWERED, Verdict
+from sessionlab.cluster import FAILOVER_ERRORS, SLOTS, FailoverTolerantCluster, slot_ranges
+from sessionlab.exercises import lesson05 as check
 from sessionlab.server import running_servers
 from sessionlab.widgets.cluster import ClusterMapPanel
 
@@ -64,6 +67,37 @@ def test_bring_up_gives_three_masters_with_all_slots_and_three_linked_replicas(h
         info = node.client().execute_command("CLUSTER", "INFO")
         assert "cluster_state:ok" in info
         assert "cluster_known_nodes:6" in info
+
+
+def test_shards_name_a_master_and_its_replicas_and_each_row_reads_as_one_line(healthy):
+    rows = healthy.cluster_map()
+    by_shard = {}
+    for row in rows:
+        by_shard.setdefault(row.shard, []).append(row)
+    assert sorted(by_shard) == ["A", "B", "C"]
+    for letter, (first, _last) in zip("ABC", slot_ranges(3), strict=True):
+        master = next(row for row in by_shard[letter] if row.role == "master")
+        replica = next(row for row in by_shard[letter] if row.role == "replica")
+        assert master.slots[0][0] == first
+        assert replica.master == master.name
+        assert str(master) == (
+            f"{master.name}  shard {letter}  master   slots {master.slot_text()} "
+            f"({master.slot_count} slots), {master.keys} keys"
+        )
+        assert (
+            str(replica)
+            == f"{replica.name}  shard {letter}  replica  follows {master.name}, link up"
+        )
+
+
+def test_shard_counts_agree_with_master_of_each_key(healthy):
+    keys = [f"t:{{count-{n}}}" for n in range(300)]
+    expected = {}
+    for key in keys:
+        letter = healthy.shard(healthy.master_of(key))
+        expected[letter] = expected.get(letter, 0) + 1
+    assert healthy.shard_counts(keys) == dict(sorted(expected.items()))
+    assert sum(expected.values()) == 300 and len(expected) == 3
 
 
 def test_client_is_a_cluster_client_that_sees_every_node(healthy):
@@ -130,7 +164,7 @@ def test_cart_lua_scripts_work_on_the_cluster(store):
     assert store.remove_from_cart("cart", "sku-1", 1) == 4
     assert store.remove_from_cart("cart", "sku-2") == 0
     assert store.get_cart("cart") == {"sku-1": 4}
-    assert 0 < store.client.ttl(store.cart_key("cart")) <= 300
+    assert 0 < store.client.ttl(store.key("cart")) <= 300  # the cart is in the session's hash
     assert store.add_to_cart("no-such-session", "sku-1") is None
     store.delete("cart")
     assert store.get_cart("cart") == {}
@@ -139,7 +173,7 @@ def test_cart_lua_scripts_work_on_the_cluster(store):
 def test_a_sessions_two_keys_share_a_slot_and_the_server_agrees(healthy, store):
     raw = healthy.nodes[0].client()
     for session_id in ["a", "user-0001", SessionStore.new_id()]:
-        profile, cart = store.key(session_id), store.cart_key(session_id)
+        profile, cart = store.key(session_id), store.key(session_id) + ":cart"
         slot = healthy.slot(profile)
         assert slot == healthy.slot(cart)
         assert raw.execute_command("CLUSTER", "KEYSLOT", profile) == slot
@@ -156,7 +190,7 @@ def test_cross_slot_mget_raises_in_the_client_and_on_the_server(healthy, store):
     owner = healthy.master_of(a)
     with pytest.raises(ClusterCrossSlotError, match="don't hash to the same slot"):
         owner.client().mget(a, b)
-    assert store.client.mget(store.key("x"), store.cart_key("x")) == [None, None]
+    assert store.client.mget(store.key("x"), store.key("x") + ":note") == [None, None]
 
 
 def test_a_plain_client_on_the_wrong_node_gets_moved(healthy):
@@ -221,6 +255,156 @@ def test_killing_a_master_loses_no_acknowledged_session(healthy):
     client.close()
 
 
+def test_a_master_without_a_replica_stops_the_whole_cluster_until_healed():
+    with LabCluster(masters=3, replicas=0) as lab:
+        client = lab.client(failover_timeout=0)
+        keys = [f"k{n}" for n in range(60)]
+        for key in keys:
+            client.set(key, "v")
+        key_a = next(k for k in keys if lab.shard(lab.master_of(k)) == "A")
+        key_c = next(k for k in keys if lab.shard(lab.master_of(k)) == "C")
+        survivor = lab.master_of(key_a)
+        assert survivor.client().config_get("cluster-require-full-coverage") == {
+            "cluster-require-full-coverage": "yes"
+        }
+        panel = ClusterMapPanel(lab)
+        panel.node.value = lab.name(lab.master_of(key_c))
+        panel.crash_button.click()  # shard C had no replica
+        assert "WHOLE cluster" in panel.status_text
+
+        def refused() -> bool:  # a key of a healthy master, refused because of shard C
+            try:
+                client.get(key_a)
+            except redis.exceptions.ClusterDownError:
+                return True
+            return False
+
+        lab._wait(refused, "the cluster to refuse a healthy master's key")
+        assert "cluster_state:fail" in survivor.client().execute_command("CLUSTER", "INFO")
+
+        lab.heal()  # shard C's master comes back, empty: it had no persistence
+        assert client.get(key_a) == "v"
+        assert client.get(key_c) is None
+        assert all(node.running for node in lab.nodes)
+        client.close()
+
+
+def test_failover_timeout_zero_fails_before_the_promotion_the_default_waits(healthy):
+    key = "t:{impatient}"
+    plain = healthy.client(failover_timeout=0)
+    patient = healthy.client()
+    try:
+        plain.set(key, "v")
+        master, replica = healthy.master_of(key), healthy.replica_of(key)
+        master.crash()
+        with pytest.raises(FAILOVER_ERRORS):
+            plain.get(key)
+        assert patient.get(key) == "v"  # waited for the replica's promotion
+        healthy.wait_until_ok()
+        assert healthy.master_of(key) is replica
+    finally:
+        healthy.heal()
+        plain.close()
+        patient.close()
+
+
+# -- the exercises' checks -----------------------------------------------------------------
+
+
+def test_hash_tag_checks_accept_a_tag_per_user_and_explain_each_mistake():
+    def tagged(user):
+        return f"p:{{{user}}}", f"c:{{{user}}}"
+
+    def stub(user):  # what otter assign leaves of a solved function
+        ...
+
+    good = check.hash_tags(tagged)
+    assert isinstance(good, Verdict) and good and repr(good).startswith("✅")
+    assert check.hash_tags_hidden(tagged)
+    assert repr(check.hash_tags(stub)) == NOT_ANSWERED
+    cases = {
+        "returned None": lambda user: None,
+        "ZeroDivisionError": lambda user: 1 / 0,
+        "same name twice": lambda user: (f"k:{{{user}}}", f"k:{{{user}}}"),
+        "put the same {hash tag}": lambda user: (f"p:{user}", f"c:{user}"),
+    }
+    for message, keys_for in cases.items():
+        verdict = check.hash_tags(keys_for)
+        assert not verdict and message in repr(verdict), verdict
+
+    def one_tag(user):
+        return "p:{shop}", "c:{shop}"
+
+    assert check.hash_tags(one_tag)  # the visible check looks at one user only...
+    hidden = check.hash_tags_hidden(one_tag)  # ... the hidden one at several
+    assert not hidden and "one master would hold every checkout" in repr(hidden)
+
+
+def test_which_master_checks_find_an_off_by_one_at_the_range_ends():
+    ranges = slot_ranges(3)
+
+    def right(key):
+        slot = crc_slot(key.encode())
+        return next("ABC"[i] for i, (a, b) in enumerate(ranges) if a <= slot <= b)
+
+    def off_by_one(key):  # treats each range's last slot as the next master's
+        slot = crc_slot(key.encode())
+        for letter, (_first, last) in zip("ABC", ranges, strict=True):
+            if slot < last:
+                return letter
+        return "C"
+
+    key = "session:{user-2024}"
+    assert check.which_master(right, key=key)
+    assert check.which_master_hidden(right)
+    assert check.which_master(off_by_one, key=key)  # slot 6341 is far from any end
+    hidden = check.which_master_hidden(off_by_one)
+    assert not hidden and "both ends included" in repr(hidden)
+    assert 'return "A", "B" or "C"' in repr(check.which_master(lambda k: 2, key=key))
+
+
+def test_dead_master_check():
+    assert check.dead_master("b") and check.dead_master(" B ")
+    assert repr(check.dead_master(...)) == NOT_ANSWERED
+    assert "is not one of" in repr(check.dead_master("z"))
+    assert "cluster-require-full-coverage" in repr(check.dead_master("a"))
+
+
+def test_wait_checks_need_a_real_wait_on_the_writing_connection(healthy, store):
+    client = store.client
+
+    def right(session_id, profile):
+        store.update(session_id, profile)
+        node = client.get_node_from_key(store.key(session_id))
+        return client.get_redis_connection(node).wait(1, 200)
+
+    def no_wait(session_id, profile):
+        store.update(session_id, profile)
+        return 1  # what a replica usually says, but nobody asked it
+
+    context = {"cluster": healthy, "store": store}
+    assert check.wait(right, **context)
+    assert check.wait_hidden(right, **context)
+    assert check.wait(no_wait, **context)  # the visible check cannot tell...
+    hidden = check.wait_hidden(no_wait, **context)  # ... the hidden one freezes the replica
+    assert not hidden and "connection that made the update" in repr(hidden)
+    assert "returned None" in repr(check.wait(lambda s, p: None, **context))
+    assert "not updated" in repr(check.wait(lambda s, p: 1, **context))
+    assert "ZeroDivisionError" in repr(check.wait(lambda s, p: 1 / 0, **context))
+    assert repr(check.wait(..., **context)) == NOT_ANSWERED
+    assert all(node.running for node in healthy.nodes)  # the frozen replica was thawed
+    healthy.wait_until_ok()
+
+    # A master without a replica (like master D after the scale-out) is skipped, not an error.
+    orphaned = healthy.master_of(store.key("exercise-wait-0"))
+    for replica in healthy.replicas_of(orphaned):
+        replica.crash()
+    try:
+        assert check.wait_hidden(right, **context)
+    finally:
+        healthy.heal()
+
+
 # -- scaling out ---------------------------------------------------------------------------
 
 
@@ -255,13 +439,18 @@ def test_add_master_and_reshard_keep_every_session_readable():
 
         thread = threading.Thread(target=reader, daemon=True)
         thread.start()
+        done: list[int] = []
         try:
-            moved = lab.reshard(new)
+            moved = lab.reshard(new, on_batch=done.append)
         finally:
             stop.set()
             thread.join(30)
         assert reads["done"] > 0
         assert reads["missing"] == [] and reads["errors"] == []
+        assert done == sorted(done) and done[-1] == SLOTS // 4
+        assert lab.shard(new) == "D"
+        on_new = sum(lab.master_of(store.key(s)) is new for s in sessions)
+        assert lab.shard_counts(store.key(s) for s in sessions)["D"] == on_new > 0
 
         lab.wait_until_ok()
         row = next(row for row in lab.cluster_map() if row.port == new.port)

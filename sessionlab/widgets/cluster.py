@@ -1,7 +1,8 @@
 """The cluster map: who serves which slots, how many keys each node holds, live.
 
-Crash a node (SIGKILL), refresh, and watch its replica become master; restart it and watch
-it come back as a replica. Every part is an attribute, so tests drive it kernel-side.
+Crash a node (SIGKILL: a process crash, the machine stays up), refresh, and watch its replica
+become master; restart it and watch it come back as a replica. Every part is an attribute, so
+tests drive it kernel-side.
 """
 
 from __future__ import annotations
@@ -57,18 +58,29 @@ class ClusterMapPanel(Panel):
         self.table.value = render(self.rows)
 
     def crash(self) -> None:
-        """SIGKILL the chosen node, as a power cut would."""
+        """SIGKILL the chosen node: a process crash (the OOM killer, a segfault), not a power
+        cut; the machine and its page cache stay up (lesson 03 shows the difference)."""
         node = self._chosen()
         name = self.cluster.name(node)
         if not node.running:
             self.fail(f"{name} is already down: Restart it first.")
             return
         was_master = self._row(name).role == "master"
+        heirs = self.cluster.replicas_of(node) if was_master else []
         node.crash()
         self.say(f"SIGKILL {name}")
         self.refresh()
-        if was_master:
-            self.ok(f"{name} killed. Its replica takes over in about 2 s: press Refresh.")
+        if was_master and heirs:
+            self.ok(
+                f"{name} killed. Its replica takes over in about 2 s (cluster-node-timeout "
+                "1000 here; 15000 by default): press Refresh."
+            )
+        elif was_master:
+            self.ok(
+                f"{name} killed. It had no running replica: once the other masters agree it "
+                "is dead (a few seconds), the WHOLE cluster refuses commands (CLUSTERDOWN: "
+                "cluster-require-full-coverage is yes) until you Restart it."
+            )
         else:
             self.ok(f"{name} killed. It was a replica: its master goes on serving alone.")
 
@@ -100,7 +112,7 @@ def render(rows: list[NodeInfo]) -> str:
     """The map as an HTML table: node, role, slot ranges, slot count, keys, replication."""
     head = "".join(
         f"<th style='padding:0 .8em;text-align:left'>{h}</th>"
-        for h in ("node", "port", "role", "slots", "# slots", "keys", "replicates")
+        for h in ("node", "shard", "port", "role", "slots", "# slots", "keys", "replicates")
     )
     body = []
     for row in rows:
@@ -110,6 +122,7 @@ def render(rows: list[NodeInfo]) -> str:
             follows = f"{row.master} ({'link up' if row.link_up else 'link down'})"
         cells = [
             row.name,
+            row.shard,
             str(row.port),
             f"<span class='sl-role-{row.role}' style='color:{color}'>{row.role}</span>",
             html.escape(row.slot_text()),
