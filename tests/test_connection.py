@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import redis
 from helpers import pid_alive
 
 import sessionlab.connection
+import sessionlab.server
 from sessionlab import ConnectError, LabServer, SessionError, connect, embedded_server
 from sessionlab.config import load_settings
 from sessionlab.server import HOST, free_port, server_version
@@ -89,7 +91,9 @@ def test_embedded_server_restarted_if_it_died():
 
 
 def redis_children() -> set[int]:
-    return {p.pid for p in psutil.Process().children() if "redis-server" in p.name()}
+    """Child processes running the server binary (``redis-server`` or ``valkey-server``)."""
+    name = os.path.basename(sessionlab.server.find_redis_server())
+    return {p.pid for p in psutil.Process().children() if p.name() == name}
 
 
 def test_first_connect_from_many_threads_starts_one_server():

