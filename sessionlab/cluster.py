@@ -36,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .errors import ServerError
+from .retry import NotSent, NotSentTimeout, may_resend, safe_connection_class
 from .server import HOST, LabServer, find_redis_server, free_port, server_version
 
 SLOTS = 16384
@@ -158,9 +159,11 @@ class LabCluster:
         kwargs.setdefault("socket_connect_timeout", 1.0)
         kwargs.setdefault("socket_timeout", 5.0)
         kwargs.setdefault("retry", Retry(NoBackoff(), 3 if failover_timeout else 0))
+        kwargs.setdefault("connection_class", safe_connection_class(redis.Connection))
         startup = [ClusterNode(HOST, node.port) for node in self.nodes if node.running]
         if not startup:
             raise ServerError("No node of the cluster is running: start() one first.")
+        kwargs.setdefault("url", f"redis://{HOST}:{startup[0].port}")  # so nodes take the class
         return FailoverTolerantCluster(
             startup_nodes=startup, failover_timeout=failover_timeout, **kwargs
         )
@@ -524,6 +527,9 @@ class FailoverTolerantCluster(RedisCluster):
     reply was lost may run twice: keep writes idempotent (``SET``) where that matters.
     """
 
+    # redis-py's own loop (exact types): only what never ran; reads are resent below (retry.py)
+    ERRORS_ALLOW_RETRY = (NotSent, NotSentTimeout, ClusterDownError, SlotNotCoveredError)
+
     def __init__(self, *args: Any, failover_timeout: float = 10.0, **kwargs: Any) -> None:
         self.failover_timeout = failover_timeout  # set first: __init__ already sends commands
         super().__init__(*args, **kwargs)
@@ -550,8 +556,8 @@ class FailoverTolerantCluster(RedisCluster):
         while True:
             try:
                 return super().execute_command(*args, **kwargs)
-            except FAILOVER_ERRORS:
-                if time.monotonic() + delay > deadline:
+            except FAILOVER_ERRORS as error:
+                if time.monotonic() + delay > deadline or not may_resend(error, args[0]):
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)

@@ -33,6 +33,7 @@ from typing import Any
 import redis
 
 from .errors import ServerError
+from .retry import make_safe
 
 HOST = "127.0.0.1"
 PORT_RANGE = (20000, 55000)  # + 10000 for a cluster bus port stays below 65536
@@ -327,7 +328,7 @@ class LabServer:
         kwargs.setdefault("decode_responses", True)
         if "requirepass" in self.directives:
             kwargs.setdefault("password", str(self.directives["requirepass"]))
-        return redis.Redis(host=HOST, port=self.port, **kwargs)
+        return make_safe(redis.Redis(host=HOST, port=self.port, **kwargs))  # retry.py: why
 
     def files(self) -> list[str]:
         """The data directory's files (relative paths, sorted), without the log."""
