@@ -615,26 +615,27 @@ class SessionStore:
         if reply is None:
             return None
         left, expiry, flat = reply
-        profile: list[str] = []
-        cart: dict[str, int] = {}
-        meta: dict[str, str] = {}
         try:
-            for name, value in zip(flat[::2], flat[1::2], strict=True):
-                if type(name) is bytes:
-                    name, value = name.decode(), value.decode()
-                kind = name[:2]
-                if kind == "p:":  # stored JSON-escaped: pasted into one JSON text
-                    profile.append(f'"{name[2:]}":{value}')
-                elif kind == "c:":
-                    if not value.isdigit():  # HINCRBY/HSET of ours write only these
-                        raise ValueError(value)
-                    cart[name[2:]] = int(value)
-                else:
-                    meta[name] = value
-            data = _DECODER.decode("{" + ",".join(profile) + "}")
-            created, idle = int(meta["_c"]), int(meta["_i"])
-            int(meta["_a"])
-        except (ValueError, KeyError):  # JSONDecodeError and UnicodeDecodeError alike
+            if flat and type(flat[0]) is bytes:
+                flat = [item.decode() for item in flat]
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+            user = raw.pop("_u", None)
+            # Every other value is JSON (profile values, quantities, numbers): one parse for all.
+            values = _DECODER.decode("[" + ",".join(raw.values()) + "]")
+            if len(values) != len(raw):
+                raise ValueError("a value holds more than one JSON value")
+            fields = dict(zip(raw, values, strict=True))
+            created, idle, deadline = fields.pop("_c"), fields.pop("_i"), fields.pop("_a")
+            data = {
+                (_unescape(name) if "\\" in name else name[2:]): value
+                for name, value in fields.items()
+                if name[0] == "p"
+            }
+            cart = {name[2:]: value for name, value in fields.items() if name[0] == "c"}
+            for number in (created, idle, deadline, *cart.values()):
+                if type(number) is not int or number < 0:
+                    raise ValueError(number)
+        except (ValueError, KeyError, IndexError):  # JSONDecodeError, UnicodeDecodeError too
             raise CorruptSession(
                 f"{key} holds a field that is not JSON, not a quantity, or no meta fields "
                 "(_a, _c, _i); it was not written by sessionlab: delete the session and create "
@@ -642,9 +643,7 @@ class SessionStore:
             ) from None
         now = expiry - left  # both read in the same script: Redis's clock, frozen
         seen = now // 1000 if slide else _last_seen(created, idle, expiry)
-        return Session(
-            str.__str__(session_id), data, cart, _seconds(left), meta.get("_u"), created, seen
-        )
+        return Session(str.__str__(session_id), data, cart, _seconds(left), user, created, seen)
 
     def _link(self, user_id: str, session_id: str, deadline: int, limit: bool = True) -> list[str]:
         """List the session in its user's index; end the oldest beyond the per-user limit.
@@ -927,6 +926,11 @@ def _unfit(path: str, steps: tuple[object, ...], problem: str) -> None:
 
 
 _DECODER = json.JSONDecoder()
+
+
+def _unescape(field: str) -> str:
+    """A profile key from its field name (``p:`` + the key JSON-escaped, without quotes)."""
+    return _DECODER.decode('"' + field[2:] + '"')
 
 
 def _seconds(left_ms: int) -> int:

@@ -1217,6 +1217,47 @@ def test_a_session_fixation_fails_after_rotate(store):
     assert store.get(fresh) == {"user": "victim"}
 
 
+def test_rotate_with_a_user_id_logs_in_keeping_the_anonymous_cart(any_store):
+    """Login in one call: a new id linked to the user, the anonymous cart kept, the planted
+    (old) id dead; a later rotation keeps the link, a rotation to another user moves it."""
+    store, client = any_store, any_store.client
+    store.create("anon", {"theme": "dark"})
+    store.add_to_cart("anon", "SKU-RED-MUG", 2)
+    new = store.rotate("anon", user_id="U5")
+    session = store.load(new)
+    assert (session.user_id, session.cart, session.profile) == (
+        "U5",
+        {"SKU-RED-MUG": 2},
+        {"theme": "dark"},
+    )
+    assert store.get("anon") is None and client.exists(store.key("anon")) == 0
+    assert [s.session_id for s in store.sessions_of("U5")] == [new]
+    again = store.rotate(new)
+    assert store.load(again).user_id == "U5"
+    assert [s.session_id for s in store.sessions_of("U5")] == [again]
+    other = store.rotate(again, user_id="U6")
+    assert store.load(other).user_id == "U6"
+    assert store.sessions_of("U5") == []
+    assert [s.session_id for s in store.sessions_of("U6")] == [other]
+    assert store.logout_everywhere("U6") == 1 and store.get(other) is None
+    assert store.rotate("gone", user_id="U5") is None
+    assert store.sessions_of("U5") == []
+
+
+def test_rotate_with_a_user_id_counts_against_the_limit_and_refuses_bad_ids(client):
+    store = user_store(client, max_sessions_per_user=2)
+    for session_id in ["a", "b"]:
+        store.create(session_id, PROFILE, user_id="U1")
+        time.sleep(0.002)  # "oldest" is by absolute deadline, in ms
+    store.create("anon", PROFILE)
+    with pytest.raises(sessionlab.InvalidUserId):
+        store.rotate("anon", user_id="a b")
+    assert store.get("anon") == PROFILE  # nothing moved
+    new = store.rotate("anon", user_id="U1")
+    assert [s.session_id for s in store.sessions_of("U1")] == ["b", new]
+    assert store.get("a") is None
+
+
 # -- a user's sessions ---------------------------------------------------------------------------
 
 
