@@ -4,23 +4,26 @@ Layout of one session with id ``abc`` under the prefix ``session``::
 
     session:{abc}        hash   p:<name> -> JSON of that top-level profile value
                                 c:<sku>  -> quantity (an integer, changed with HINCRBY)
-                                _c created, _s last seen (epoch s), _a absolute deadline (epoch
-                                ms), _i idle timeout (s), _u user id (only if linked)
-                         expiry min(last activity + idle timeout, absolute deadline) (PEXPIREAT)
-    session:{abc}:w      zset   tokens of the writes of the last 1.5-2 minutes (at most once)
+                                _c created (epoch s), _a absolute deadline (epoch ms),
+                                _i idle timeout (s), _u user id (only if linked)
+                         expiry min(last load/touch + idle timeout, absolute deadline)
     session:user:{U001}  zset   the user's session ids, scored by their absolute deadline;
                                 expires at the latest of them
 
 Why one hash: profile and cart live and die together (expiry, eviction, DEL), a profile field
 or a cart item changes alone (no lost update between concurrent requests), and measured with
 ``MEMORY USAGE`` (43-character id, seed profile + 3-item cart) it takes 296 bytes on Redis 7.0
-and 272 on Valkey 9, against 264 / 256 for the same data as one JSON string (1.12x / 1.06x;
-the profile as one JSON field: 595 / 624, as the value outgrows the compact listpack encoding).
+and 272 on Valkey 9.1, against 264 / 256 for the same data as one JSON string (1.12x / 1.06x),
+and nothing else: no second key per session.
 
-Every write is one Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is atomic
-and runs unchanged on Redis Cluster; the server's clock (``TIME``) decides every expiry.
-Writes that change data carry a random token remembered 90-120 s: a command that
-redis-py sends again after a reply timeout is recognised and not applied a second time.
+Every write is one short Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is
+atomic and runs unchanged on Redis Cluster. Redis's clock decides every expiry: ``create``
+reads ``TIME`` once to set the absolute deadline; a load or touch slides the expiry with
+``PEXPIRE`` (idle timeout) then ``PEXPIREAT ... LT`` (never past the deadline). Nothing is
+written to remember the last visit: ``last_seen_at`` is the expiry minus the idle timeout.
+Writes are applied at most once because the clients sessionlab hands out never send a command
+again once it may have reached Redis (:mod:`sessionlab.retry`); a write whose reply is lost
+raises :class:`~sessionlab.errors.WriteOutcomeUnknown` instead of being sent twice.
 """
 
 from __future__ import annotations
