@@ -523,8 +523,9 @@ class FailoverTolerantCluster(RedisCluster):
     redis-py already retries a failed command a few times and refreshes its slot map in
     between, but without waiting, so all retries fail within milliseconds of a master's
     death. Here each round of retries is repeated after 50-250 ms until
-    ``failover_timeout`` seconds have passed. Like redis-py's own retries, a write whose
-    reply was lost may run twice: keep writes idempotent (``SET``) where that matters.
+    ``failover_timeout`` seconds have passed. Unlike redis-py's own retries, a write is sent
+    again only if it never reached a node (connecting failed, or the cluster refused it): one
+    whose reply was lost may have run, and is not run twice (:mod:`sessionlab.retry`).
     """
 
     # redis-py's own loop (exact types): only what never ran; reads are resent below (retry.py)
