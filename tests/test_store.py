@@ -380,8 +380,9 @@ def test_load_returns_the_whole_session_in_one_round_trip(lab_server):
 def test_last_seen_is_read_from_the_expiry_and_a_load_writes_no_field(client):
     store = SessionStore(client, prefix=unique_prefix())
     store.create("s", PROFILE, ttl=600, user_id="U1")
-    client.pexpire(store.key("s"), 500_000)  # as if last seen 100 s ago
     now = int(client.time()[0])
+    client.hset(store.key("s"), "_c", now - 200)  # as if created 200 s ago
+    client.pexpire(store.key("s"), 500_000)  # and last seen 100 s ago
     assert abs(store.sessions_of("U1")[0].last_seen_at - (now - 100)) <= 1
     fields = client.hgetall(store.key("s"))
     assert abs(store.load("s").last_seen_at - now) <= 1
