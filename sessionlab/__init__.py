@@ -36,6 +36,7 @@ from .errors import (
     StoreReadOnly,
     UnserializableData,
     UnsupportedClient,
+    WriteOutcomeUnknown,
 )
 from .server import LabServer, find_redis_server
 from .store import DEFAULT_TTL, Session, SessionInfo, SessionStore
@@ -68,6 +69,7 @@ __all__ = [
     "StoreReadOnly",
     "UnserializableData",
     "UnsupportedClient",
+    "WriteOutcomeUnknown",
     "connect",
     "create_session",
     "default_store",

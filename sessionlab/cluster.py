@@ -37,6 +37,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .errors import InvalidServerOption, ServerError
+from .retry import NotSent, NotSentTimeout, may_resend, safe_connection_class
 from .server import (
     HOST,
     LabServer,
@@ -195,10 +196,12 @@ class LabCluster:
         kwargs.setdefault("socket_timeout", 5.0)
         if failover_timeout:
             kwargs.setdefault("retry", Retry(NoBackoff(), 3))
+        kwargs.setdefault("connection_class", safe_connection_class(redis.Connection))
         startup = [ClusterNode(HOST, node.port) for node in self.nodes if node.running]
         if not startup:
             raise ServerError("No node of the cluster is running: start() one first.")
         kwargs.setdefault("password", self._password)
+        kwargs.setdefault("url", f"redis://{HOST}:{startup[0].port}")  # so nodes take the class
         return FailoverTolerantCluster(
             startup_nodes=startup, failover_timeout=failover_timeout, **kwargs
         )
@@ -601,9 +604,13 @@ class FailoverTolerantCluster(RedisCluster):
     redis-py already retries a failed command a few times and refreshes its slot map in
     between, but without waiting, so all retries fail within milliseconds of a master's
     death. Here each round of retries is repeated after 50-250 ms until
-    ``failover_timeout`` seconds have passed. Like redis-py's own retries, a write whose
-    reply was lost may run twice: keep writes idempotent (``SET``) where that matters.
+    ``failover_timeout`` seconds have passed. Unlike redis-py's own retries, a write is sent
+    again only if it never reached a node (connecting failed, or the cluster refused it): one
+    whose reply was lost may have run, and is not run twice (:mod:`sessionlab.retry`).
     """
+
+    # redis-py's own loop (exact types): only what never ran; reads are resent below (retry.py)
+    ERRORS_ALLOW_RETRY = (NotSent, NotSentTimeout, ClusterDownError, SlotNotCoveredError)
 
     def __init__(self, *args: Any, failover_timeout: float = 10.0, **kwargs: Any) -> None:
         self.failover_timeout = failover_timeout  # set first: __init__ already sends commands
@@ -631,8 +638,8 @@ class FailoverTolerantCluster(RedisCluster):
         while True:
             try:
                 return super().execute_command(*args, **kwargs)
-            except FAILOVER_ERRORS:
-                if time.monotonic() + delay > deadline:
+            except FAILOVER_ERRORS as error:
+                if time.monotonic() + delay > deadline or not may_resend(error, args[0]):
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)

@@ -18,17 +18,18 @@ import warnings
 
 import redis
 import redis.exceptions as rex
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .config import Settings, load_settings
 from .errors import ConnectError, EmbeddedServerWarning, ServerError
+from .retry import make_safe, retry
 from .server import LabServer, wait_until
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 5.0
-#: Once connected, retry a command that hit a dropped connection a few times, quickly.
-RETRY = Retry(ExponentialBackoff(cap=1.0, base=0.05), 3)
+#: Once connected, retry a command whose connection failed before sending it (retry.py).
+RETRY = retry(3)
 
 _default_client: redis.Redis | None = None
 _embedded: LabServer | None = None
@@ -101,6 +102,7 @@ def _open(settings: Settings) -> redis.Redis:
             db=settings.db,
             **options,
         )
+    make_safe(client, retries=0)
     tls = (settings.url or "").startswith("rediss://")
     check(client, settings.address, tls)
     client.set_retry(RETRY)

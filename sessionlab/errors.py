@@ -99,3 +99,8 @@ class StoreReadOnly(SessionError, redis.exceptions.ResponseError):
 
     Also a redis-py ``ResponseError``, as the plain command would raise.
     """
+
+
+class WriteOutcomeUnknown(SessionError, redis.exceptions.ConnectionError):
+    """A write was sent but its reply never came (timeout, connection lost): it may or may
+    not have been applied, and it was not sent again (that could apply it twice)."""

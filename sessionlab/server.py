@@ -38,6 +38,7 @@ from redis.retry import Retry
 
 from . import lifeline
 from .errors import InvalidServerOption, SaveFailed, ServerError
+from .retry import make_safe
 
 HOST = "127.0.0.1"
 PORT_RANGE = (20000, 55000)  # + 10000 for a cluster bus port stays below 65536
@@ -473,7 +474,7 @@ class LabServer:
         kwargs.setdefault("decode_responses", True)
         if "password" not in kwargs and "credential_provider" not in kwargs:
             kwargs["credential_provider"] = _LabCredentials(self, self.port)
-        return redis.Redis(host=HOST, port=self.port, **kwargs)
+        return make_safe(redis.Redis(host=HOST, port=self.port, **kwargs))  # retry.py: why
 
     def settings(self) -> Any:
         """:class:`~sessionlab.config.Settings` for this server (its repr hides the password)."""

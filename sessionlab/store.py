@@ -4,23 +4,26 @@ Layout of one session with id ``abc`` under the prefix ``session``::
 
     session:{abc}        hash   p:<name> -> JSON of that top-level profile value
                                 c:<sku>  -> quantity (an integer, changed with HINCRBY)
-                                _c created, _s last seen (epoch s), _a absolute deadline (epoch
-                                ms), _i idle timeout (s), _u user id (only if linked)
-                         expiry min(last activity + idle timeout, absolute deadline) (PEXPIREAT)
-    session:{abc}:w      zset   tokens of the writes of the last 1.5-2 minutes (at most once)
+                                _c created (epoch s), _a absolute deadline (epoch ms),
+                                _i idle timeout (s), _u user id (only if linked)
+                         expiry min(last load/touch + idle timeout, absolute deadline)
     session:user:{U001}  zset   the user's session ids, scored by their absolute deadline;
                                 expires at the latest of them
 
 Why one hash: profile and cart live and die together (expiry, eviction, DEL), a profile field
 or a cart item changes alone (no lost update between concurrent requests), and measured with
 ``MEMORY USAGE`` (43-character id, seed profile + 3-item cart) it takes 296 bytes on Redis 7.0
-and 272 on Valkey 9, against 264 / 256 for the same data as one JSON string (1.12x / 1.06x;
-the profile as one JSON field: 595 / 624, as the value outgrows the compact listpack encoding).
+and 272 on Valkey 9.1, against 264 / 256 for the same data as one JSON string (1.12x / 1.06x),
+and nothing else: no second key per session.
 
-Every write is one Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is atomic
-and runs unchanged on Redis Cluster; the server's clock (``TIME``) decides every expiry.
-Writes that change data carry a random token remembered 90-120 s: a command that
-redis-py sends again after a reply timeout is recognised and not applied a second time.
+Every write is one short Lua script on one key's hash slot (the ``{abc}`` hash tag), so it is
+atomic and runs unchanged on Redis Cluster. Redis's clock decides every expiry: ``create``
+reads ``TIME`` once to set the absolute deadline; a load or touch slides the expiry with
+``PEXPIRE`` (idle timeout) then ``PEXPIREAT ... LT`` (never past the deadline). Nothing is
+written to remember the last visit: ``last_seen_at`` is the expiry minus the idle timeout.
+Writes are applied at most once because the clients sessionlab hands out never send a command
+again once it may have reached Redis (:mod:`sessionlab.retry`); a write whose reply is lost
+raises :class:`~sessionlab.errors.WriteOutcomeUnknown` instead of being sent twice.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import binascii
 import inspect
 import json
 import math
-import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -38,7 +40,8 @@ from typing import Any
 
 import redis
 import redis.exceptions as rex
-from redis.cluster import RedisCluster
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
 
 from .errors import (
     CorruptSession,
@@ -51,7 +54,9 @@ from .errors import (
     StoreReadOnly,
     UnserializableData,
     UnsupportedClient,
+    WriteOutcomeUnknown,
 )
+from .retry import NotSent
 
 DEFAULT_TTL = 3600  # the seed's create_session(..., expiration_seconds=3600)
 IDLE_TTL = 1800
@@ -60,7 +65,6 @@ MAX_TTL = 2**31 - 1
 MAX_QUANTITY = 1_000_000
 MAX_DEPTH = 64  # nesting levels of a profile value; checked without recursion
 MAX_INT_DIGITS = 4000  # below Python's int <-> str limit (4300), so every int reads back
-WRITE_MEMORY_MS = 120_000  # a write token is remembered 90-120 s: longer than redis-py retries
 SESSION_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 USER_ID = SESSION_ID
 SKU = re.compile(r"[A-Za-z0-9_.:@#/+-]{1,64}")
@@ -69,10 +73,9 @@ PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 CHUNK = 1000  # arguments per HSET/HDEL in a script (Lua's unpack has a stack limit); even
 
 # -- Lua -------------------------------------------------------------------------------------
-# Shared by every script: the server's time in ms, a live-session check, and the write memory.
-PRELUDE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+# Every script is as short as its job allows: a script's cost inside Redis is mostly its calls.
+# Helpers, put in front of the scripts that call them: a live-session check (one HEXISTS)...
+ALIVE = """
 local function alive(key)
   if redis.call('HEXISTS', key, '_a') == 1 then return true end
   if redis.call('EXISTS', key) == 1 then
@@ -80,88 +83,59 @@ local function alive(key)
   end
   return false
 end
+"""
+# ... and HSET/HDEL/ZREM of many arguments in chunks (Lua's unpack has a stack limit).
+EACH = """
 local function each(command, key, list, first, last)
   for i = first, last, CHUNK do
     redis.call(command, key, unpack(list, i, math.min(i + CHUNK - 1, last)))
   end
 end
--- Remember the write's token; false if it was remembered already (this is a resend).
-local function first_time(key, written, token)
-  if redis.call('ZADD', written, 'NX', now, token) == 0 then return false end
-  if string.byte(token, 1) == 48 then  -- a random 1 write in 16 drops the expired tokens
-    redis.call('ZREMRANGEBYSCORE', written, '-inf', now - MEMORY)
-  end
-  if redis.call('PTTL', written) < MEMORY - 30000 then  -- refreshed twice a minute at most
-    local left = redis.call('PTTL', key)  -- and the memory never outlives its session
-    if left < 0 or left > MEMORY then left = MEMORY end
-    redis.call('PEXPIRE', written, left)
-  end
-  return true
-end
-local function quantity(key, field)
-  local q = redis.call('HGET', key, field)
-  if q then return tonumber(q) end
-  return 0
-end
 """
 
-# KEYS[1] session, KEYS[2] its write memory. ARGV: idle s, absolute s, user id or '', pairs...
+# KEYS[1] session. ARGV: idle s, absolute s, user id or '', pairs... The server's clock (TIME)
+# sets the absolute deadline once; every later expiry is relative to it or capped by it.
 CREATE = """
-redis.call('DEL', KEYS[1], KEYS[2])
-local created = math.floor(now / 1000)
-local deadline = now + tonumber(ARGV[2]) * 1000
-local idle = tonumber(ARGV[1])
-local fields = {'_c', created, '_a', deadline, '_s', created, '_i', idle}
-if ARGV[3] ~= '' then fields[9], fields[10] = '_u', ARGV[3] end
+redis.call('DEL', KEYS[1])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local deadline = now + ARGV[2] * 1000
+local fields = {'_c', t[1], '_a', deadline, '_i', ARGV[1]}
+if ARGV[3] ~= '' then fields[7], fields[8] = '_u', ARGV[3] end
 local last = math.min(#ARGV, 3 + CHUNK)  -- CHUNK is even: whole field/value pairs
 for i = 4, last do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 each('HSET', KEYS[1], ARGV, last + 1, #ARGV)
-local expire_at = math.min(now + idle * 1000, deadline)
-redis.call('PEXPIREAT', KEYS[1], expire_at)
+redis.call('PEXPIREAT', KEYS[1], math.min(now + ARGV[1] * 1000, deadline))
 return deadline
 """
 
-# KEYS[1] session. ARGV[1] '1' to slide the idle expiry (load), '0' not to (get).
-# Returns one JSON text, so the client parses one string, not every field:
-# [ms left, created, last seen, user or null, {profile}, {cart}]. Field names are stored
-# JSON-escaped (profile) or need no escaping (SKU, user id), so they are pasted as they are.
+# KEYS[1] session. Slides the idle expiry without reading the clock: PEXPIRE to the idle
+# timeout, then PEXPIREAT ... LT caps it at the absolute deadline (and deletes the key once the
+# deadline has passed). Returns {ms left, expiry (epoch ms), HGETALL's flat array}: the client
+# parses the fields (faster than building JSON in Lua); now = expiry - ms left.
+LOAD = """
+local m = redis.call('HMGET', KEYS[1], '_a', '_i')
+if not m[1] then
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    return redis.error_reply('CORRUPT the hash has no _a (deadline) field')
+  end
+  return false
+end
+local idle = tonumber(m[2])
+if not idle then return redis.error_reply('CORRUPT the _i (idle timeout) field is not a number') end
+redis.call('PEXPIRE', KEYS[1], idle * 1000)
+redis.call('PEXPIREAT', KEYS[1], m[1], 'LT')
+local f = redis.call('HGETALL', KEYS[1])
+if #f == 0 then return false end
+return {redis.call('PTTL', KEYS[1]), redis.call('PEXPIRETIME', KEYS[1]), f}
+"""
+
+# KEYS[1] session. The same reply as LOAD, changing nothing (get, get_cart).
 READ = """
 local f = redis.call('HGETALL', KEYS[1])
 if #f == 0 then return false end
-local profile, cart, meta = {}, {}, {}
-for i = 1, #f, 2 do
-  local name = f[i]
-  local kind = string.byte(name, 1)
-  if kind == 112 then  -- p:
-    profile[#profile + 1] = '"' .. string.sub(name, 3) .. '":' .. f[i + 1]
-  elseif kind == 99 then  -- c:
-    cart[#cart + 1] = '"' .. string.sub(name, 3) .. '":' .. f[i + 1]
-  else
-    meta[name] = f[i + 1]
-  end
-end
-local deadline, idle = tonumber(meta['_a']), tonumber(meta['_i'])
-if not (deadline and idle and tonumber(meta['_c']) and tonumber(meta['_s'])) then
-  return redis.error_reply('CORRUPT a meta field (_a, _i, _c, _s) is missing or not a number')
-end
-local left, seen = nil, meta['_s']
-if ARGV[1] == '1' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local expire_at = math.min(now + idle * 1000, deadline)
-  if expire_at <= now then redis.call('DEL', KEYS[1]) return false end
-  seen = math.floor(now / 1000)
-  redis.call('HSET', KEYS[1], '_s', seen)
-  redis.call('PEXPIREAT', KEYS[1], expire_at)
-  left = expire_at - now
-else
-  left = redis.call('PTTL', KEYS[1])
-end
-local user = 'null'
-if meta['_u'] then user = '"' .. meta['_u'] .. '"' end
-return '[' .. left .. ',' .. meta['_c'] .. ',' .. seen .. ',' .. user .. ',{' ..
-  table.concat(profile, ',') .. '},{' .. table.concat(cart, ',') .. '}]'
+return {redis.call('PTTL', KEYS[1]), redis.call('PEXPIRETIME', KEYS[1]), f}
 """
 
 # KEYS[1] session. ARGV[1] seconds, or '' for the session's own idle timeout.
@@ -173,99 +147,81 @@ if not m[1] then
 end
 local idle = tonumber(m[2])
 if ARGV[1] ~= '' then idle = tonumber(ARGV[1]) end
-local expire_at = math.min(now + idle * 1000, tonumber(m[1]))
-if expire_at <= now then redis.call('DEL', KEYS[1]) return 0 end
-redis.call('HSET', KEYS[1], '_s', math.floor(now / 1000))
-redis.call('PEXPIREAT', KEYS[1], expire_at)
-return 1
+redis.call('PEXPIRE', KEYS[1], idle * 1000)
+redis.call('PEXPIREAT', KEYS[1], m[1], 'LT')
+return redis.call('EXISTS', KEYS[1])
 """
 
-# KEYS[1] session, KEYS[2] write memory. ARGV: token, then p:<name>/JSON pairs.
+# KEYS[1] session. ARGV: p:<name>/JSON pairs.
 UPDATE = """
 if not alive(KEYS[1]) then return 0 end
-if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
 local old = {}
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
   if string.sub(name, 1, 2) == 'p:' then old[#old + 1] = name end
 end
 each('HDEL', KEYS[1], old, 1, #old)
-each('HSET', KEYS[1], ARGV, 2, #ARGV)
+each('HSET', KEYS[1], ARGV, 1, #ARGV)
 return 1
 """
 
-# ARGV: token, number n of fields to remove, the n fields, then p:<name>/JSON pairs to set.
+# ARGV: number n of fields to remove, the n fields, then p:<name>/JSON pairs to set.
 PATCH = """
 if not alive(KEYS[1]) then return 0 end
-if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return 1 end
-local n = tonumber(ARGV[2])
-each('HDEL', KEYS[1], ARGV, 3, 2 + n)
-each('HSET', KEYS[1], ARGV, 3 + n, #ARGV)
+local n = tonumber(ARGV[1])
+each('HDEL', KEYS[1], ARGV, 2, 1 + n)
+each('HSET', KEYS[1], ARGV, 2 + n, #ARGV)
 return 1
 """
 
-# ARGV: token, c:<sku>, quantity to add, the most one item may reach. A write that fails
-# (a value that is not ours, past the limit) is undone and its token forgotten.
+# ARGV: c:<sku>, quantity to add, the most one item may reach. A value that is not a number
+# stops the script before it writes anything; an add past the limit is undone.
 ADD_TO_CART = """
 if not alive(KEYS[1]) then return false end
-if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
-local q = redis.pcall('HINCRBY', KEYS[1], ARGV[2], ARGV[3])
-if type(q) == 'table' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  return q
-end
-if q > tonumber(ARGV[4]) then
-  q = redis.call('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
-  if q == 0 then redis.call('HDEL', KEYS[1], ARGV[2]) end
-  redis.call('ZREM', KEYS[2], ARGV[1])
+local q = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if q > tonumber(ARGV[3]) then
+  q = redis.call('HINCRBY', KEYS[1], ARGV[1], -ARGV[2])
+  if q == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
   return redis.error_reply('QUANTITY ' .. q)
 end
 return q
 """
 
-# ARGV: token, c:<sku>, quantity to remove or '' for all of it.
+# ARGV: c:<sku>, quantity to remove or '' for all of it.
 REMOVE_FROM_CART = """
 if not alive(KEYS[1]) then return false end
-if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
-if ARGV[3] ~= '' then
-  local left = redis.pcall('HINCRBY', KEYS[1], ARGV[2], -tonumber(ARGV[3]))
-  if type(left) == 'table' then
-    redis.call('ZREM', KEYS[2], ARGV[1])
-    return left
-  end
+if ARGV[2] ~= '' then
+  local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -ARGV[2])
   if left > 0 then return left end
 end
-redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[1], ARGV[1])
 return 0
 """
 
-# ARGV: token, c:<sku>, quantity (0 removes the item).
+# ARGV: c:<sku>, quantity (0 removes the item).
 SET_QUANTITY = """
 if not alive(KEYS[1]) then return false end
-if not first_time(KEYS[1], KEYS[2], ARGV[1]) then return quantity(KEYS[1], ARGV[2]) end
-if ARGV[3] == '0' then
-  redis.call('HDEL', KEYS[1], ARGV[2])
+if ARGV[2] == '0' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
 else
-  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 end
-return tonumber(ARGV[3])
+return tonumber(ARGV[2])
 """
 
-# KEYS[1] session, KEYS[2] write memory. Returns {deleted, user id or ''}.
+# KEYS[1] session. Returns {deleted, user id or ''}.
 DELETE = """
 local user = redis.pcall('HGET', KEYS[1], '_u')
 if type(user) ~= 'string' then user = '' end
-local deleted = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2])
-return {deleted, user}
+return {redis.call('DEL', KEYS[1]), user}
 """
 
-# KEYS[1] old session, KEYS[2] its write memory, KEYS[3] the new session (a fresh random id).
-# RENAME keeps every field (profile, cart, user, created, deadline) and the expiry. If the old
-# id is gone but the new one exists, this is redis-py sending the same rotation again: done.
+# KEYS[1] old session, KEYS[2] the new one (a fresh random id). ARGV[1] a user id to link it
+# to, or ''. RENAME keeps every field (profile, cart, user, created, deadline) and the expiry.
+# If the old id is gone but the new one exists, this ran already: done.
 ROTATE = """
-if not alive(KEYS[1]) then return redis.call('EXISTS', KEYS[3]) end
-redis.call('RENAME', KEYS[1], KEYS[3])
-redis.call('DEL', KEYS[2])
+if not alive(KEYS[1]) then return redis.call('EXISTS', KEYS[2]) end
+redis.call('RENAME', KEYS[1], KEYS[2])
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], '_u', ARGV[1]) end
 return 1
 """
 
@@ -292,13 +248,12 @@ return redis.call('ZCARD', KEYS[1])
 # out of memory or cannot save to disk; reads run then, and so do deletes, which free memory.
 FLAGS = {"read": "#!lua flags=no-writes", "delete": "#!lua flags=allow-oom"}
 FLAGS["index_drop"] = FLAGS["delete"]
-READS = ("read", "load")
 
 
 def _lua(name: str, body: str) -> str:
-    """The script's full text: its flags, the shared prelude (not for the hot read), its body."""
-    text = FLAGS.get(name, "#!lua") + "\n" + (body if name in READS else PRELUDE + body)
-    return text.replace("CHUNK", str(CHUNK)).replace("MEMORY", str(WRITE_MEMORY_MS))
+    """The script's full text: its flags, the helpers it calls, its body."""
+    helpers = (ALIVE if "alive(" in body else "") + (EACH if "each(" in body else "")
+    return (FLAGS.get(name, "#!lua") + "\n" + helpers + body).replace("CHUNK", str(CHUNK))
 
 
 @dataclass(frozen=True)
@@ -369,8 +324,8 @@ class SessionStore:
         self._cluster = isinstance(client, RedisCluster)
         scripts = {
             "create": CREATE,
-            "read": READ,  # no PRELUDE: the hot path
-            "load": READ,
+            "read": READ,
+            "load": LOAD,
             "touch": TOUCH,
             "update": UPDATE,
             "patch": PATCH,
@@ -385,6 +340,8 @@ class SessionStore:
         self._scripts = {
             name: client.register_script(_lua(name, source)) for name, source in scripts.items()
         }
+        self._execute = client.execute_command
+        self._pipeline = isinstance(client, Pipeline | ClusterPipeline)
 
     @property
     def default_ttl(self) -> int:
@@ -408,10 +365,6 @@ class SessionStore:
         """The key listing a user's sessions, e.g. ``session:user:{U001}``."""
         return f"{self.prefix}:user:{{{check_user_id(user_id)}}}"
 
-    def _keys(self, session_id: str) -> list[str]:
-        key = self.key(session_id)
-        return [key, f"{key}:w"]
-
     @staticmethod
     def new_id() -> str:
         """A fresh, unguessable session id: 256 random bits, URL-safe (43 characters)."""
@@ -432,20 +385,18 @@ class SessionStore:
         deadline is ``absolute_ttl`` from now. ``user_id`` links it to a user
         (:meth:`sessions_of`, :meth:`logout_everywhere`, ``max_sessions_per_user``).
         """
-        keys = self._keys(session_id)
+        key = self.key(session_id)
         fields = profile_fields(data)
         seconds = self.idle_ttl if ttl is None else check_ttl(ttl)
         user = "" if user_id is None else check_user_id(user_id)
-        with _translated_errors(keys[0]):
-            deadline = self._scripts["create"](
-                keys=keys, args=[seconds, self.absolute_ttl, user, *fields]
-            )
+        with _translated_errors(key, write="creation"):
+            deadline = self._run("create", [key], [seconds, self.absolute_ttl, user, *fields])
         if user:
             try:
                 self._link(user, str.__str__(session_id), int(deadline))
             except BaseException:
                 # A session its user's index does not list would escape logout_everywhere.
-                self.client.delete(*keys)
+                self.client.delete(key)
                 raise
         return True
 
@@ -464,17 +415,17 @@ class SessionStore:
 
         Concurrent requests that change different fields should use :meth:`patch`.
         """
-        keys = self._keys(session_id)
+        key = self.key(session_id)
         fields = profile_fields(data)
-        with _translated_errors(keys[0]):
-            return bool(self._scripts["update"](keys=keys, args=[_token(), *fields]))
+        with _translated_errors(key, write="profile update"):
+            return bool(self._run("update", [key], fields))
 
     def patch(
         self, session_id: str, changes: Mapping[str, Any], remove: Iterable[str] = ()
     ) -> bool:
         """Set the top-level profile fields in ``changes`` and delete those in ``remove``, in
         one atomic step that keeps the TTL; other fields are untouched. ``False`` if gone."""
-        keys = self._keys(session_id)
+        key = self.key(session_id)
         fields = profile_fields(changes)
         if isinstance(remove, str | bytes):
             raise UnserializableData(
@@ -482,17 +433,15 @@ class SessionStore:
                 f"write remove=[{remove!r:.40}]."
             )
         gone = [f"p:{_field_name(name, 'remove')}" for name in remove]
-        with _translated_errors(keys[0]):
-            return bool(
-                self._scripts["patch"](keys=keys, args=[_token(), len(gone), *gone, *fields])
-            )
+        with _translated_errors(key, write="profile change"):
+            return bool(self._run("patch", [key], [len(gone), *gone, *fields]))
 
     def delete(self, session_id: str) -> bool:
         """Delete the session (profile and cart); ``False`` if there was nothing to delete."""
-        keys = self._keys(session_id)
-        with _translated_errors(keys[0]):
-            deleted, user = self._scripts["delete"](keys=keys)
-        user = _text(user, keys[0])
+        key = self.key(session_id)
+        with _translated_errors(key, write="deletion"):
+            deleted, user = self._run("delete", [key])
+        user = _text(user, key)
         if user:
             self._unlink(user, [str.__str__(session_id)])
         return bool(deleted)
@@ -511,18 +460,18 @@ class SessionStore:
         past the absolute deadline; ``False`` if the session is gone."""
         key = self.key(session_id)
         seconds = "" if ttl is None else check_ttl(ttl)
-        with _translated_errors(key):
-            return bool(self._scripts["touch"](keys=[key], args=[seconds]))
+        with _translated_errors(key, write="touch"):
+            return bool(self._run("touch", [key], [seconds]))
 
     # -- cart --------------------------------------------------------------------------
 
     def add_to_cart(self, session_id: str, sku: str, quantity: int = 1) -> int | None:
         """Add ``quantity`` of ``sku``; the new quantity, or ``None`` if the session is gone."""
-        keys = self._keys(session_id)
+        key = self.key(session_id)
         field = "c:" + check_sku(sku)
         amount = check_quantity(quantity)
-        with _translated_errors(keys[0], sku):
-            result = self._scripts["add"](keys=keys, args=[_token(), field, amount, MAX_QUANTITY])
+        with _translated_errors(key, sku, "cart add"):
+            result = self._run("add", [key], [field, amount, MAX_QUANTITY])
         return None if result is None else int(result)
 
     def remove_from_cart(
@@ -532,20 +481,20 @@ class SessionStore:
 
         Returns the quantity left (0 once the item is gone), or ``None`` if the session is gone.
         """
-        keys = self._keys(session_id)
+        key = self.key(session_id)
         field = "c:" + check_sku(sku)
         amount = "" if quantity is None else check_quantity(quantity)
-        with _translated_errors(keys[0], sku):
-            result = self._scripts["remove"](keys=keys, args=[_token(), field, amount])
+        with _translated_errors(key, sku, "cart removal"):
+            result = self._run("remove", [key], [field, amount])
         return None if result is None else int(result)
 
     def set_quantity(self, session_id: str, sku: str, quantity: int) -> int | None:
         """Set the quantity of ``sku`` (0 removes it); ``quantity``, or ``None`` if gone."""
-        keys = self._keys(session_id)
+        key = self.key(session_id)
         field = "c:" + check_sku(sku)
         amount = check_quantity(quantity, lowest=0)
-        with _translated_errors(keys[0], sku):
-            result = self._scripts["set"](keys=keys, args=[_token(), field, amount])
+        with _translated_errors(key, sku, "quantity change"):
+            result = self._run("set", [key], [field, amount])
         return None if result is None else int(result)
 
     def get_cart(self, session_id: str) -> dict[str, int]:
@@ -555,35 +504,43 @@ class SessionStore:
 
     # -- security: rotation, a user's sessions -------------------------------------------
 
-    def rotate(self, session_id: str) -> str | None:
+    def rotate(self, session_id: str, user_id: str | None = None) -> str | None:
         """Move the session (profile, cart, user link, absolute deadline) to a fresh id, e.g.
         at login; the old id is dead when this returns. ``None`` if the session is gone.
 
+        ``user_id`` links the new id to that user in the same step (login: the anonymous cart
+        is kept, a planted id is dead), counted against ``max_sessions_per_user``.
+
         The move is one RENAME inside a script: atomic, the old and new id never both live.
         On Redis Cluster the new id is drawn in the old id's hash slot (still 240 random bits),
-        so the move is the same single-slot step. A linked user's index lists the new id
-        before the move and drops the old one after it, so "log out everywhere" never misses it.
+        so the move is the same single-slot step. The user's index lists the new id before the
+        move and drops the old one after it, so "log out everywhere" never misses it.
         """
-        old_keys = self._keys(session_id)
+        old_key = self.key(session_id)
+        linked = None if user_id is None else check_user_id(user_id)
         new_id = _id_in_slot(_slot(session_id)) if self._cluster else self.new_id()
         new_key = self.key(new_id)
-        with _translated_errors(old_keys[0]):
-            found = self.client.hmget(old_keys[0], ["_u", "_a"])
-        user, deadline = (_text(v, old_keys[0]) if v is not None else None for v in found)
+        with _translated_errors(old_key):
+            found = self.client.hmget(old_key, ["_u", "_a"])
+        old_user, deadline = (_text(v, old_key) if v is not None else None for v in found)
         if deadline is None:
-            with _translated_errors(old_keys[0]):
-                if self.client.exists(old_keys[0]):
+            with _translated_errors(old_key):
+                if self.client.exists(old_key):
                     raise CorruptSession(
-                        f"{old_keys[0]} is not a session written by sessionlab (no _a field): "
+                        f"{old_key} is not a session written by sessionlab (no _a field): "
                         "delete it and create the session again."
                     )
             return None
-        if user:
-            self._link(user, new_id, int(deadline), limit=False)
-        with _translated_errors(old_keys[0]):
-            moved = self._scripts["rotate"](keys=[*old_keys, new_key])
-        if user:
-            self._unlink(user, [str.__str__(session_id)] if moved else [new_id])
+        user = linked or old_user
+        members = self._link(user, new_id, int(deadline), limit=False) if user else []
+        with _translated_errors(old_key, write="rotation"):
+            moved = self._run("rotate", [old_key, new_key], [linked or ""])
+        if old_user and moved:
+            self._unlink(old_user, [str.__str__(session_id)])
+        if user and not moved:
+            self._unlink(user, [new_id])
+        if moved and linked and linked != old_user:
+            self._trim(linked, new_id, members)
         return new_id if moved else None
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
@@ -599,16 +556,20 @@ class SessionStore:
             return []
         pipe = self.client.pipeline(transaction=False)
         for member in members:
-            pipe.hmget(self.key(member), ["_c", "_s"])
-            pipe.ttl(self.key(member))
+            pipe.hmget(self.key(member), ["_c", "_i"])
+            pipe.pttl(self.key(member))
+            pipe.pexpiretime(self.key(member))
         with _translated_errors(index):
             replies = pipe.execute()
         live, dead = [], []
-        for member, (created, seen), ttl in zip(members, replies[::2], replies[1::2], strict=True):
-            if created is None or ttl == -2:
+        for member, (created, idle), left, expiry in zip(
+            members, replies[::3], replies[1::3], replies[2::3], strict=True
+        ):
+            if created is None or idle is None or left == -2:
                 dead.append(member)
             else:
-                live.append(SessionInfo(member, int(created), int(seen), int(ttl)))
+                seen = _last_seen(int(created), int(idle), expiry)
+                live.append(SessionInfo(member, int(created), seen, _seconds(left)))
         if dead:
             self._unlink(user_id, dead)
         return live
@@ -630,54 +591,80 @@ class SessionStore:
                 break
             pipe = self.client.pipeline(transaction=False)
             for member in doomed:
-                for key in self._keys(member):
-                    pipe.delete(key)
+                pipe.delete(self.key(member))
             with _translated_errors(index):
-                ended += sum(pipe.execute()[::2])  # the sessions; the others are write memories
+                ended += sum(pipe.execute())
             self._unlink(user_id, doomed)
         return ended
 
     # -- internals -----------------------------------------------------------------------
 
+    def _run(self, name: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
+        """Run one of the store's scripts: EVALSHA sent directly (redis-py's ``Script`` object
+        costs ~3 us more per call), loading the script if Redis does not know it yet."""
+        script = self._scripts[name]
+        if self._pipeline:  # a pipeline loads its scripts itself before it runs
+            return script(keys=keys, args=args)
+        try:
+            return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except rex.NoScriptError:  # refused before running: safe to send again
+            script.sha = self.client.script_load(script.script)
+            return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+
     def _read(self, session_id: str, slide: bool) -> Session | None:
         key = self.key(session_id)
         with _translated_errors(key):
-            if slide:
-                raw = self._scripts["load"](keys=[key], args=["1"])
-            else:
-                raw = self._scripts["read"](keys=[key], args=["0"])
-        if raw is None:
+            reply = self._run("load" if slide else "read", [key])
+        if reply is None:
             return None
+        left, expiry, flat = reply
         try:
-            left, created, seen, user, profile, cart = json.loads(raw)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
+            if flat and type(flat[0]) is bytes:
+                flat = [item.decode() for item in flat]
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+            user = raw.pop("_u", None)
+            # Every other value is JSON (profile values, quantities, numbers): one parse for all.
+            values = _DECODER.decode("[" + ",".join(raw.values()) + "]")
+            if len(values) != len(raw):
+                raise ValueError("a value holds more than one JSON value")
+            fields = dict(zip(raw, values, strict=True))
+            created, idle, deadline = fields.pop("_c"), fields.pop("_i"), fields.pop("_a")
+            data = {
+                (_unescape(name) if "\\" in name else name[2:]): value
+                for name, value in fields.items()
+                if name[0] == "p"
+            }
+            cart = {name[2:]: value for name, value in fields.items() if name[0] == "c"}
+            for number in (created, idle, deadline, *cart.values()):
+                if type(number) is not int or number < 0:
+                    raise ValueError(number)
+        except (ValueError, KeyError, IndexError):  # JSONDecodeError, UnicodeDecodeError too
             raise CorruptSession(
-                f"{key} holds a profile or cart field that is not JSON or not a number; it was "
-                "not written by sessionlab: delete the session and create it again."
+                f"{key} holds a field that is not JSON, not a quantity, or no meta fields "
+                "(_a, _c, _i); it was not written by sessionlab: delete the session and create "
+                "it again."
             ) from None
-        for sku, quantity in cart.items():
-            if type(quantity) is not int:
-                raise CorruptSession(
-                    f"{key} holds {quantity!r} for {sku!r}, not a quantity; delete the session."
-                )
-        return Session(
-            str.__str__(session_id),
-            profile,
-            cart,
-            -1 if left == -1 else (left + 500) // 1000,
-            user,
-            created,
-            seen,
-        )
+        now = expiry - left  # both read in the same script: Redis's clock, frozen
+        seen = now // 1000 if slide else _last_seen(created, idle, expiry)
+        return Session(str.__str__(session_id), data, cart, _seconds(left), user, created, seen)
 
-    def _link(self, user_id: str, session_id: str, deadline: int, limit: bool = True) -> None:
-        """List the session in its user's index; end the oldest beyond the per-user limit."""
+    def _link(self, user_id: str, session_id: str, deadline: int, limit: bool = True) -> list[str]:
+        """List the session in its user's index; end the oldest beyond the per-user limit.
+        Returns the index's members."""
         index = self.user_key(user_id)
         with _translated_errors(index):
-            members = self._scripts["index_add"](keys=[index], args=[session_id, deadline])
+            members = self._run("index_add", [index], [session_id, deadline])
         members = [_text(m, index) for m in members]
+        if limit:
+            self._trim(user_id, session_id, members)
+        return members
+
+    def _trim(self, user_id: str, session_id: str, members: list[str]) -> None:
+        """End the user's oldest sessions beyond ``max_sessions_per_user`` (``session_id``,
+        the one just linked, stays); drop the dead ones from the index."""
+        index = self.user_key(user_id)
         most = self.max_sessions_per_user
-        if not limit or most is None or len(members) <= most:
+        if most is None or len(members) <= most:
             return
         pipe = self.client.pipeline(transaction=False)
         for member in members:
@@ -688,14 +675,14 @@ class SessionStore:
         excess = [m for m in live if m != session_id][: max(0, len(live) - most)]
         for member in excess:
             with _translated_errors(index):
-                self.client.delete(*self._keys(member))
+                self.client.delete(self.key(member))
         if dead or excess:
             self._unlink(user_id, dead + excess)
 
     def _unlink(self, user_id: str, session_ids: list[str]) -> None:
         index = self.user_key(user_id)
         with _translated_errors(index):
-            self._scripts["index_drop"](keys=[index], args=session_ids)
+            self._run("index_drop", [index], session_ids)
 
 
 # -- checks and encoding -----------------------------------------------------------------
@@ -941,10 +928,26 @@ def _unfit(path: str, steps: tuple[object, ...], problem: str) -> None:
     raise UnserializableData(f"{where} {problem}")
 
 
-def _token() -> str:
-    """A write's random token, as text (a student may look at it with ZRANGE): fork-safe (no
-    counter that a forked web worker would share)."""
-    return os.urandom(9).hex()
+_DECODER = json.JSONDecoder()
+
+
+def _unescape(field: str) -> str:
+    """A profile key from its field name (``p:`` + the key JSON-escaped, without quotes)."""
+    return _DECODER.decode('"' + field[2:] + '"')
+
+
+def _seconds(left_ms: int) -> int:
+    """PTTL in whole seconds, rounded (``-1``: no expiry)."""
+    return -1 if left_ms == -1 else (left_ms + 500) // 1000
+
+
+def _last_seen(created: int, idle: int, expiry_ms: int) -> int:
+    """When the session was last loaded or touched (epoch s), from its expiry: nothing is
+    written on a load to remember it. The expiry is that moment plus the idle timeout,
+    unless capped by the absolute deadline; then this is the earliest the moment can be."""
+    if expiry_ms < 0:
+        return created
+    return max(created, (expiry_ms - idle * 1000) // 1000)
 
 
 def _slot(session_id: str) -> int:
@@ -980,17 +983,31 @@ class _translated_errors:  # lower case: used like a function: ``with _translate
     writes, into the store's errors (a class: it wraps every call, ~10x cheaper than
     ``@contextmanager``)."""
 
-    __slots__ = ("key", "sku")
+    __slots__ = ("key", "sku", "write")
 
-    def __init__(self, key: str, sku: str = "") -> None:
+    def __init__(self, key: str, sku: str = "", write: str = "") -> None:
         self.key = key
         self.sku = sku
+        self.write = write  # what the call writes ("cart add"); "" for a read
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, error: object, _tb: object) -> None:
-        if kind is None or not issubclass(kind, rex.ResponseError | UnicodeDecodeError):
+        if kind is None:
+            return
+        if (
+            self.write
+            and issubclass(kind, rex.ConnectionError | rex.TimeoutError)
+            and not issubclass(kind, NotSent | rex.AuthenticationError)
+        ):
+            raise WriteOutcomeUnknown(
+                f"{self.key}: the {self.write} was sent, but no reply came ({error}), so it may "
+                "or may not have been applied. It was not sent again, since that could apply "
+                "it twice: read the session (load, get_cart) to see, and repeat it only if it "
+                "is missing."
+            ) from error
+        if not issubclass(kind, rex.ResponseError | UnicodeDecodeError):
             return
         text = str(error).split(" script: ")[0]  # without Redis's "script: <sha>, on @user..."
         if issubclass(kind, UnicodeDecodeError):

@@ -18,7 +18,7 @@ def test_bench_quick_runs():
     assert re.search(r"one session in the store \(one hash\)\s+\d+$", out, re.M)
     assert re.search(r"as one JSON string \(Flask-Session\)\s+\d+$", out, re.M)
     assert re.search(r"profile as one JSON field\s+\d+$", out, re.M)
-    assert re.search(r"write memory \(:w\), only for 2 minutes after a write\s+\d+$", out, re.M)
+    assert re.search(r"other keys of that session \(none: it is one key\)\s+0$", out, re.M)
     assert re.search(r"store / JSON string: \d\.\d\d \(bar 1\.2, goal 1\.0\)\s+(ok|MISSED)", out)
     assert re.search(
         r"In Redis \(INFO commandstats, microseconds per call, raw / store\): create [\d.]+ / "

@@ -17,7 +17,9 @@ from decimal import Decimal
 import pytest
 import redis
 from helpers import unique_prefix, wait_until
+from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
 import sessionlab
 from sessionlab import (
@@ -31,6 +33,7 @@ from sessionlab import (
     SessionError,
     SessionStore,
     UnserializableData,
+    WriteOutcomeUnknown,
 )
 from sessionlab.sample import CART, PROFILE, UPDATED
 from sessionlab.store import MAX_DEPTH, MAX_QUANTITY, MAX_TTL
@@ -130,11 +133,9 @@ def test_keys_and_stored_form(store, client):
         "p:none": "null",
         "c:SKU-1": "2",
     }
-    assert sorted(k for k in fields if k.startswith("_")) == ["_a", "_c", "_i", "_s"]
+    assert sorted(k for k in fields if k.startswith("_")) == ["_a", "_c", "_i"]
     assert int(fields["_a"]) // 1000 - int(fields["_c"]) == store.absolute_ttl  # ms, s
-    # The session is one key; the write memory of the cart add is a short-lived second one.
-    assert sorted(client.scan_iter(f"{store.prefix}:*")) == [key, f"{key}:w"]
-    assert 0 < client.pttl(f"{key}:w") <= client.pttl(key)
+    assert list(client.scan_iter(f"{store.prefix}:*")) == [key]  # one key, whatever was written
     assert store.get("abc") == {"name": "Zoë", "n": 1.5, "tags": ["a"], "ok": True, "none": None}
 
 
@@ -153,18 +154,24 @@ def profile_fields_of(store, client, data) -> list[str]:
     return [k for k in client.hkeys(store.key("plain")) if k.startswith("p:")]
 
 
-def test_write_memory_never_outlives_its_session(store, client):
-    store.create("s", PROFILE, ttl=30)
-    store.add_to_cart("s", "A")
-    assert 0 < client.pttl(f"{store.key('s')}:w") <= 30_000
+def test_every_write_keeps_the_session_one_key(store, client):
+    store.create("s", PROFILE, ttl=30, user_id="U1")
+    store.add_to_cart("s", "A", 3)
+    store.remove_from_cart("s", "A", 1)
+    store.set_quantity("s", "B", 2)
+    store.patch("s", {"name": "Alice"})
+    store.update("s", UPDATED)
+    store.load("s")
+    store.touch("s")
+    keys = {store.key("s"), store.user_key("U1")}  # the session and its user's index
+    assert set(client.scan_iter(f"{store.prefix}:*")) == keys
     assert store.delete("s") is True
-    assert client.exists(store.key("s"), f"{store.key('s')}:w") == 0
+    assert list(client.scan_iter(f"{store.prefix}:*")) == []
 
 
 @pytest.mark.parametrize("session_id", ["abc", "task2", "U-001", "a.b:c@d_e", "x" * 128])
-def test_a_session_and_its_write_memory_share_a_hash_slot(store, session_id):
-    key = store.key(session_id)
-    assert key_slot(key.encode()) == key_slot(f"{key}:w".encode()) == key_slot(session_id.encode())
+def test_a_sessions_key_is_in_its_ids_hash_slot(store, session_id):
+    assert key_slot(store.key(session_id).encode()) == key_slot(session_id.encode())
 
 
 def test_ids_spread_over_slots(store):
@@ -179,7 +186,6 @@ def test_create_on_an_existing_id_replaces_profile_and_empties_cart(store, clien
     assert store.get("s") == UPDATED
     assert store.get_cart("s") == {}
     assert store.ttl("s") == 2000
-    assert client.exists(f"{store.key('s')}:w") == 0
 
 
 def test_delete_removes_profile_and_cart(store, client):
@@ -371,6 +377,19 @@ def test_load_returns_the_whole_session_in_one_round_trip(lab_server):
     assert store.load("absent") is None
 
 
+def test_last_seen_is_read_from_the_expiry_and_a_load_writes_no_field(client):
+    store = SessionStore(client, prefix=unique_prefix())
+    store.create("s", PROFILE, ttl=600, user_id="U1")
+    now = int(client.time()[0])
+    client.hset(store.key("s"), "_c", now - 200)  # as if created 200 s ago
+    client.pexpire(store.key("s"), 500_000)  # and last seen 100 s ago
+    assert abs(store.sessions_of("U1")[0].last_seen_at - (now - 100)) <= 1
+    fields = client.hgetall(store.key("s"))
+    assert abs(store.load("s").last_seen_at - now) <= 1
+    assert client.hgetall(store.key("s")) == fields  # the slide is the expiry alone
+    assert abs(store.sessions_of("U1")[0].last_seen_at - now) <= 1
+
+
 def test_get_does_not_slide_but_load_does(store, client):
     store.create("s", PROFILE, ttl=600)
     client.pexpire(store.key("s"), 100_000)
@@ -517,17 +536,25 @@ AT_MOST_ONCE_WRITES = {  # the writes whose second run would change the result
 }
 
 
+def redis_py_default_retry(client: redis.Redis) -> redis.Redis:
+    """The control: redis-py's own retry rule (send again after any ConnectionError or
+    TimeoutError, 3 times), waiting 1 s, then 2 s: past the stall."""
+    client.set_retry(Retry(ExponentialBackoff(cap=2.0, base=0.5), 3))
+    return client
+
+
 @pytest.mark.parametrize("write", AT_MOST_ONCE_WRITES)
-def test_a_write_redis_py_sends_again_after_a_timeout_is_applied_once(write):
-    """The server stops answering (SIGSTOP) for longer than the client's socket timeout, so
-    redis-py gives up on the reply and sends the command again on a new connection; when the
-    server resumes, it runs every copy. A plain script (the control, its own client) is applied
-    2+ times; the store's writes are applied once."""
+def test_a_write_whose_reply_times_out_is_applied_once_and_reported(write):
+    """The server stops answering (SIGSTOP) for longer than the client's socket timeout. A
+    client with redis-py's own retry sends the command again on a new connection, and when the
+    server resumes it runs every copy (the control script: 2+ extra runs). The client the lab
+    server hands out never sends a command again once it may have reached the server: the
+    store's write runs once, and the caller learns that its outcome is unknown."""
     call, cart = AT_MOST_ONCE_WRITES[write]
     with LabServer() as server:
-        # Two clients as the factory makes them, each with a connection open before the stall
-        # (a new connection would wait in its handshake and send its command only once).
-        control_client = server.client(socket_timeout=0.3)
+        # Each client with a connection open before the stall (a new connection would wait in
+        # its handshake and send its command only once).
+        control_client = redis_py_default_retry(server.client(socket_timeout=0.3))
         control = control_client.register_script("return redis.call('INCR', KEYS[1])")
         control(keys=["control"])
         store = SessionStore(server.client(socket_timeout=0.3), prefix="once")
@@ -540,24 +567,53 @@ def test_a_write_redis_py_sends_again_after_a_timeout_is_applied_once(write):
 
         assert int(control_client.get("control")) >= 3, results  # run again: 1 + 2 or more
         assert store.get_cart("s") == cart, results
+        assert isinstance(results[1], WriteOutcomeUnknown), results
+        assert isinstance(results[1], SessionError) and isinstance(results[1], redis.RedisError)
+        assert "may or may not have been applied" in str(results[1])
+        assert "not sent again" in str(results[1])
         control_client.close()
         store.client.close()
 
 
-def test_a_rotation_sent_again_returns_the_new_id(store, client):
-    """ROTATE sent twice (as redis-py would after a timeout): the second run finds the old id
-    gone and the new one there, and reports success instead of losing the session."""
+def test_a_write_that_could_not_connect_is_sent_once_it_can(lab_server):
+    """A failure while connecting means the command was never sent: the handed-out client
+    connects again (with backoff) and sends it, once."""
+    client = lab_server.client()
+    store = SessionStore(client, prefix=unique_prefix())
+    store.create("s", PROFILE)
+    failures = [2]
+    connection_class = client.connection_pool.connection_class
+
+    class FlakyConnect(connection_class):  # the first two connects fail, as if refused
+        def _connect(self):
+            if failures[0]:
+                failures[0] -= 1
+                raise ConnectionRefusedError(111, "Connection refused")
+            return super()._connect()
+
+    client.connection_pool.connection_class = FlakyConnect
+    client.connection_pool.reset()  # no connection left: the next command must connect
+    assert store.add_to_cart("s", "A") == 1
+    assert failures == [0]
+    client.connection_pool.connection_class = connection_class
+    assert store.get_cart("s") == {"A": 1}
+
+
+def test_a_rotation_run_twice_returns_the_new_id(store, client):
+    """ROTATE run twice: the second run finds the old id gone and the new one there, and
+    reports success instead of losing the session."""
     store.create("old", PROFILE)
     script = store._scripts["rotate"]
-    keys = [store.key("old"), f"{store.key('old')}:w", store.key("new")]
-    assert script(keys=keys) == 1
-    assert script(keys=keys) == 1
+    keys = [store.key("old"), store.key("new")]
+    assert script(keys=keys, args=[""]) == 1
+    assert script(keys=keys, args=[""]) == 1
     assert store.get("new") == PROFILE and store.get("old") is None
 
 
 @pytest.mark.slow
-def test_connect_clients_apply_a_resent_cart_add_once(fresh_connection):
-    """connect() to a configured server: 5 s reply timeout, then redis-py sends again."""
+def test_connect_clients_apply_a_write_whose_reply_timed_out_once(fresh_connection):
+    """connect() to a configured server: 5 s reply timeout; redis-py's own retry would send
+    the command again, connect()'s client does not."""
     from sessionlab.config import Settings
     from sessionlab.connection import COMMAND_TIMEOUT
 
@@ -566,7 +622,7 @@ def test_connect_clients_apply_a_resent_cart_add_once(fresh_connection):
         settings = Settings(
             host="127.0.0.1", port=server.port, password=getattr(server, "password", None)
         )
-        control_client = sessionlab.connect(settings)
+        control_client = redis_py_default_retry(sessionlab.connect(settings))
         control = control_client.register_script("return redis.call('INCR', KEYS[1])")
         control(keys=["control"])
         store = SessionStore(sessionlab.connect(settings), prefix="once")
@@ -580,6 +636,7 @@ def test_connect_clients_apply_a_resent_cart_add_once(fresh_connection):
         )
         assert int(control_client.get("control")) >= 3, results
         assert store.get_cart("s") == {"A": 2}, results
+        assert isinstance(results[1], WriteOutcomeUnknown), results
         control_client.close()
         store.client.close()
 
@@ -892,7 +949,7 @@ def test_cart_of_a_missing_session(store, client):
     assert store.remove_from_cart("absent", "A") is None
     assert store.remove_from_cart("absent", "A", 2) is None
     assert store.get_cart("absent") == {}
-    assert client.exists(store.key("absent"), f"{store.key('absent')}:w") == 0
+    assert client.exists(store.key("absent")) == 0
 
 
 def test_cart_lives_and_dies_with_the_session(store, client):
@@ -1145,7 +1202,7 @@ def test_rotate_moves_everything_to_a_fresh_id_and_kills_the_old_one(any_store):
     assert store.add_to_cart("old", "A") is None
     assert store.touch("old") is False
     assert store.rotate("old") is None
-    assert client.exists(store.key("old"), f"{store.key('old')}:w") == 0
+    assert client.exists(store.key("old")) == 0
     assert [s.session_id for s in store.sessions_of("U001")] == [new]
     assert store.rotate("never-there") is None
 
@@ -1171,6 +1228,47 @@ def test_a_session_fixation_fails_after_rotate(store):
     store.patch(fresh, {"user": "victim"})
     assert store.get(planted) is None
     assert store.get(fresh) == {"user": "victim"}
+
+
+def test_rotate_with_a_user_id_logs_in_keeping_the_anonymous_cart(any_store):
+    """Login in one call: a new id linked to the user, the anonymous cart kept, the planted
+    (old) id dead; a later rotation keeps the link, a rotation to another user moves it."""
+    store, client = any_store, any_store.client
+    store.create("anon", {"theme": "dark"})
+    store.add_to_cart("anon", "SKU-RED-MUG", 2)
+    new = store.rotate("anon", user_id="U5")
+    session = store.load(new)
+    assert (session.user_id, session.cart, session.profile) == (
+        "U5",
+        {"SKU-RED-MUG": 2},
+        {"theme": "dark"},
+    )
+    assert store.get("anon") is None and client.exists(store.key("anon")) == 0
+    assert [s.session_id for s in store.sessions_of("U5")] == [new]
+    again = store.rotate(new)
+    assert store.load(again).user_id == "U5"
+    assert [s.session_id for s in store.sessions_of("U5")] == [again]
+    other = store.rotate(again, user_id="U6")
+    assert store.load(other).user_id == "U6"
+    assert store.sessions_of("U5") == []
+    assert [s.session_id for s in store.sessions_of("U6")] == [other]
+    assert store.logout_everywhere("U6") == 1 and store.get(other) is None
+    assert store.rotate("gone", user_id="U5") is None
+    assert store.sessions_of("U5") == []
+
+
+def test_rotate_with_a_user_id_counts_against_the_limit_and_refuses_bad_ids(client):
+    store = user_store(client, max_sessions_per_user=2)
+    for session_id in ["a", "b"]:
+        store.create(session_id, PROFILE, user_id="U1")
+        time.sleep(0.002)  # "oldest" is by absolute deadline, in ms
+    store.create("anon", PROFILE)
+    with pytest.raises(sessionlab.InvalidUserId):
+        store.rotate("anon", user_id="a b")
+    assert store.get("anon") == PROFILE  # nothing moved
+    new = store.rotate("anon", user_id="U1")
+    assert [s.session_id for s in store.sessions_of("U1")] == ["b", new]
+    assert store.get("a") is None
 
 
 # -- a user's sessions ---------------------------------------------------------------------------
