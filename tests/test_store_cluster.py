@@ -124,8 +124,12 @@ def test_a_cart_add_whose_reply_timed_out_is_applied_once(cluster):
     the caller learns that its outcome is unknown."""
     cluster.wait_until_ok()
     node = next(node for node in cluster.nodes if node.running)
-    control_client = RedisCluster(  # redis-py's own retry rule
-        host=HOST, port=node.port, socket_timeout=SOCKET_TIMEOUT, decode_responses=True
+    control_client = RedisCluster(  # redis-py's own retry rule, on the locked cluster
+        host=HOST,
+        port=node.port,
+        password=node.password,
+        socket_timeout=SOCKET_TIMEOUT,
+        decode_responses=True,
     )
     store = SessionStore(cluster.client(socket_timeout=SOCKET_TIMEOUT), prefix="once")
     session_id = "one-slot"
