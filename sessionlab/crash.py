@@ -76,7 +76,7 @@ class CrashResult:
     mode: str
     written: int
     survived: int
-    snapshot: int | None = None  # sessions in the last BGSAVE, if there was one
+    snapshot: int | None = None  # sessions in the last snapshot (BGSAVE), if there was one
 
     @property
     def lost(self) -> int:
@@ -146,7 +146,7 @@ class CrashLab:
     def snapshot(self) -> dict[str, Any]:
         """``BGSAVE`` and wait until it is on disk; ``INFO persistence`` after it."""
         info = bgsave(self.client)
-        self.snapshot_size = len(self.ids)
+        self.snapshot_size = self.count()  # not len(ids): an earlier crash may have lost some
         return info
 
     def crash(self) -> None:
