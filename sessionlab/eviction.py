@@ -6,8 +6,8 @@ users logs in and fills the server past ``maxmemory``. What survives depends on
 ``maxmemory-policy``, and on whether a session is one key or two:
 
 * ``allkeys-lru`` evicts the idle users and keeps the hot and the new ones;
-* ``allkeys-lfu`` keeps the hot ones too, but a new key starts with a low access counter, so
-  it evicts many brand-new logins;
+* ``allkeys-lfu`` keeps the hot ones too, but a new key starts with a low access counter, the
+  same as an idle session's in its first minute, so it evicts many brand-new logins;
 * ``allkeys-random`` evicts hot and cold alike;
 * ``noeviction``, and ``volatile-*`` when keys have no TTL, refuse the new logins instead;
 * eviction removes *keys*: a session kept as two keys (profile, cart) can lose one of them.
@@ -55,6 +55,9 @@ FILL_BATCH = 25
 MAX_WAVE = 20_000  # sessions per wave, at most
 MIN_ROOM = 100 * 1024  # below this much room above an empty server, nothing meaningful fits
 CART = {"SKU-1001": 2}
+#: LFU ages counters in whole minutes (``lfu-decay-time 1``): an experiment that includes an LFU
+#: policy starts at most this many seconds into a minute, so both waves fall in the same one.
+LFU_LATEST_START = 45
 #: How often ``experiment`` calls ``progress``: servers up, wave 1, pause, hot users back,
 #: pause, wave 2, counted.
 STEPS = 7
@@ -86,6 +89,21 @@ def check_policy(policy: str) -> str:
 def session_ids(start: int, stop: int) -> list[str]:
     """``user-00000``, ``user-00001``, ...: the experiment's ids, the same on every run."""
     return [f"user-{number:05d}" for number in range(start, stop)]
+
+
+def fill_until_refused(store: SessionStore, first: int = 0, limit: int = MAX_WAVE) -> int:
+    """Log shop users in (``user-<first>``, ...) until the server refuses one; how many fitted.
+
+    :class:`InvalidSetting` if all ``limit`` fit: the server has room, or its policy evicts.
+    """
+    for number in range(first, first + limit):
+        try:
+            store.create(f"user-{number:05d}", shop_profile(number))
+        except rex.OutOfMemoryError:  # the store's StoreFull is one
+            return number - first
+    raise InvalidSetting(
+        f"all {limit} logins fitted: the server is not full, or its maxmemory-policy evicts."
+    )
 
 
 def write_two_keys(
@@ -272,6 +290,8 @@ def experiment(
     if hot < 1:
         raise InvalidSetting(f"hot={hot}: at least one session must come back.")
     step = progress or (lambda _n: None)
+    if any(policy.endswith("-lfu") for policy in policies):
+        _start_early_in_a_minute()
     runs: list[_Run] = []
     try:
         for policy in policies:
@@ -326,3 +346,16 @@ def experiment(
         for run in runs:
             run.client.close()
             run.server.close()
+
+
+def _start_early_in_a_minute() -> None:
+    """Wait for the next minute if this one is nearly over (see :data:`LFU_LATEST_START`).
+
+    An LFU counter drops by one per idle minute, counted on the wall clock: if the first wave
+    is written in one minute and the second in the next, the first wave's counters have
+    already dropped and LFU evicts it first, which is what happens after a minute, not in a
+    burst. Waiting keeps the experiment about a burst on every run.
+    """
+    into_minute = time.time() % 60
+    if into_minute > LFU_LATEST_START:
+        time.sleep(60 - into_minute + 0.1)

@@ -10,7 +10,13 @@ import redis.exceptions as rex
 
 from sessionlab import LabServer, SessionStore
 from sessionlab.errors import InvalidSetting, SessionError, StoreFull
-from sessionlab.eviction import STEPS, experiment, shop_profile, write_two_keys
+from sessionlab.eviction import (
+    STEPS,
+    experiment,
+    fill_until_refused,
+    shop_profile,
+    write_two_keys,
+)
 from sessionlab.memory import (
     compact_thresholds,
     encoding,
@@ -27,7 +33,7 @@ from sessionlab.widgets.eviction import EvictionPanel
 BIG_VALUE = "x" * 2000
 
 
-def fill_until_refused(client, ttl: int | None = None, limit: int = 10_000) -> int:
+def set_until_refused(client, ttl: int | None = None, limit: int = 10_000) -> int:
     """SET 2 KB values until Redis refuses; return how many were stored."""
     for number in itertools.count():
         if number >= limit:
@@ -43,7 +49,7 @@ def fill_until_refused(client, ttl: int | None = None, limit: int = 10_000) -> i
 def full_noeviction():
     with LabServer(maxmemory="2mb", maxmemory_policy="noeviction") as server:
         client = server.client()
-        stored = fill_until_refused(client)
+        stored = set_until_refused(client)
         yield server, client, stored
         client.close()
 
@@ -62,6 +68,21 @@ def test_noeviction_refuses_writes_but_reads_and_deletes_work(full_noeviction):
     assert client.dbsize() == stored - 1
 
 
+def test_fill_until_refused_counts_the_logins_that_fitted():
+    with LabServer(maxmemory="2mb", maxmemory_policy="noeviction") as server:
+        client = server.client()
+        store = SessionStore(client)
+        fitted = fill_until_refused(store)
+        assert 100 < fitted < 5000
+        assert client.dbsize() == fitted
+        with pytest.raises(StoreFull):
+            store.create("one-more", shop_profile(0))
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(InvalidSetting, match="evicts"):
+            fill_until_refused(store, first=fitted, limit=300)
+        client.close()
+
+
 def test_store_writes_on_a_full_server_are_out_of_memory_errors(full_noeviction):
     """The store raises StoreFull, a redis-py OutOfMemoryError: the experiment counts it."""
     _, client, _ = full_noeviction
@@ -74,7 +95,7 @@ def test_store_writes_on_a_full_server_are_out_of_memory_errors(full_noeviction)
 def test_volatile_policy_with_keys_without_ttl_refuses_writes(policy):
     with LabServer(maxmemory="2mb", maxmemory_policy=policy) as server:
         client = server.client()
-        stored = fill_until_refused(client, ttl=None)
+        stored = set_until_refused(client, ttl=None)
         assert stored > 100
         assert client.info("stats")["evicted_keys"] == 0
         client.close()
