@@ -23,15 +23,19 @@ from .errors import (
     InvalidPersistenceSetting,
     InvalidSessionId,
     InvalidSetting,
+    InvalidStoreSetting,
     InvalidTTL,
+    InvalidUserId,
     PersistenceError,
     ServerError,
     SessionError,
     StoreFull,
+    StoreReadOnly,
     UnserializableData,
+    UnsupportedClient,
 )
 from .server import LabServer, find_redis_server
-from .store import DEFAULT_TTL, SessionStore
+from .store import DEFAULT_TTL, Session, SessionInfo, SessionStore
 
 __all__ = [
     "DEFAULT_TTL",
@@ -42,16 +46,22 @@ __all__ = [
     "InvalidPersistenceSetting",
     "InvalidSessionId",
     "InvalidSetting",
+    "InvalidStoreSetting",
     "InvalidTTL",
+    "InvalidUserId",
     "LabCluster",
     "LabServer",
     "PersistenceError",
     "ServerError",
+    "Session",
     "SessionError",
+    "SessionInfo",
     "SessionStore",
     "Settings",
     "StoreFull",
+    "StoreReadOnly",
     "UnserializableData",
+    "UnsupportedClient",
     "connect",
     "create_session",
     "default_store",

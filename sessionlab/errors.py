@@ -66,3 +66,22 @@ class PersistenceError(SessionError):
 
 class InvalidSetting(SessionError, ValueError):
     """A server setting asked of a lab experiment (maxmemory, a policy) cannot be used."""
+
+
+class InvalidStoreSetting(SessionError, ValueError):
+    """A ``SessionStore`` setting (prefix, timeouts, sessions per user) cannot be used."""
+
+
+class InvalidUserId(SessionError, ValueError):
+    """A user id is empty, too long, or has characters a key must not hold."""
+
+
+class UnsupportedClient(SessionError, TypeError):
+    """The client given to ``SessionStore`` is not one it can use (e.g. an asyncio client)."""
+
+
+class StoreReadOnly(SessionError, redis.exceptions.ResponseError):
+    """Redis refuses every write: its last save to disk failed (``MISCONF``) or it is a replica.
+
+    Also a redis-py ``ResponseError``, as the plain command would raise.
+    """

@@ -17,10 +17,10 @@ import pytest
 import redis
 
 from sessionlab import LabServer, SessionStore
+from sessionlab.sample import PROFILE as SEED
 from sessionlab.widgets.base import Panel, redis_command
 from sessionlab.widgets.explorer import PRICES, CartPanel, SessionExplorer
 
-SEED = {"user_id": "U001", "name": "Rohith", "preferences": {"theme": "dark", "browser": "Edge"}}
 WAIT = 20.0  # generous: the machine is shared; only a broken countdown gets near it
 
 
@@ -76,6 +76,16 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
+def profile_in(raw: redis.Redis, key: str) -> dict:
+    """The profile Redis holds in the session hash (its ``p:<name>`` fields)."""
+    return {k[2:]: json.loads(v) for k, v in raw.hgetall(key).items() if k.startswith("p:")}
+
+
+def cart_in(raw: redis.Redis, key: str) -> dict[str, str]:
+    """The cart Redis holds in the session hash (its ``c:<sku>`` fields), as Redis returns it."""
+    return {k[2:]: v for k, v in raw.hgetall(key).items() if k.startswith("c:")}
+
+
 def error_shown(panel: Panel) -> str:
     """The status line's error text; fails the test if it shows no error or a traceback."""
     assert 'class="sl-error"' in panel.status.value, panel.status.value
@@ -90,11 +100,14 @@ def test_create_writes_the_form_to_redis_with_its_ttl(explorer, raw, capsys):
     explorer.ttl.value = "1800"
     explorer.create.click()
 
-    assert json.loads(raw.get("session:{task1}")) == SEED
+    assert profile_in(raw, "session:{task1}") == SEED
     assert 1790 <= raw.ttl("session:{task1}") <= 1800
     assert explorer.status_text == "Created session:{task1}: it expires in 1800 s."
-    payload = json.dumps(SEED, separators=(",", ":"))
-    assert f"SET session:{{task1}} '{payload}' EX 1800" in explorer.log_text
+    assert (
+        """HSET session:{task1} p:user_id '"U001"' p:name '"Rohith"' p:preferences"""
+        in explorer.log_text
+    )
+    assert "EXPIRE session:{task1} 1800" in explorer.log_text
     assert "Rohith" in explorer.data.value
     assert explorer.ttl_left.value.endswith(" s") and explorer.ttl_bar.max == 1800
     assert explorer.counting_down
@@ -108,7 +121,7 @@ def test_create_without_an_id_makes_a_new_one(store, raw, panels):
 
     session_id = explorer.session_id.value
     assert len(session_id) == 43
-    assert json.loads(raw.get(f"session:{{{session_id}}}")) == SEED
+    assert profile_in(raw, f"session:{{{session_id}}}") == SEED
 
 
 def test_read_shows_what_redis_holds(explorer, store, raw):
@@ -117,7 +130,7 @@ def test_read_shows_what_redis_holds(explorer, store, raw):
 
     assert "Written elsewhere" in explorer.data.value
     assert explorer.status_text == "Read session:{task1}."
-    assert "GET session:{task1}" in explorer.log_text
+    assert "HGETALL session:{task1}" in explorer.log_text
     assert "TTL session:{task1}" in explorer.log_text
     assert 590 <= int(explorer.ttl_left.value.removesuffix(" s")) <= 600
 
@@ -130,11 +143,11 @@ def test_update_replaces_the_profile_and_keeps_the_ttl(explorer, raw):
     explorer.browser.value = "Firefox"
     explorer.update.click()
 
-    stored = json.loads(raw.get("session:{task1}"))
+    stored = profile_in(raw, "session:{task1}")
     assert stored["name"] == "Rohith K."
     assert stored["preferences"] == {"theme": "light", "browser": "Firefox"}
     assert 0 < raw.ttl("session:{task1}") <= 100
-    assert "XX KEEPTTL" in explorer.log_text
+    assert "only if it exists; TTL and cart kept" in explorer.log_text
     assert explorer.status_text.startswith("Updated session:{task1}")
     assert "Rohith K." in explorer.data.value
 
@@ -144,9 +157,10 @@ def test_delete_removes_the_session_and_its_cart(explorer, store, raw):
     store.add_to_cart("task1", "SKU-RED-MUG", 2)
     explorer.delete.click()
 
-    assert raw.exists("session:{task1}", "session:{task1}:cart") == 0
-    assert explorer.status_text == "Deleted session:{task1} and its cart."
-    assert "DEL session:{task1} session:{task1}:cart" in explorer.log_text
+    assert raw.exists("session:{task1}") == 0
+    assert raw.dbsize() == 0  # nothing left: no cart key, no write memory
+    assert explorer.status_text == "Deleted session:{task1}: profile and cart."
+    assert "DEL session:{task1}" in explorer.log_text
     assert "(nil)" in explorer.data.value
     assert explorer.ttl_left.value == "no session"
     assert not explorer.counting_down
@@ -184,7 +198,7 @@ def test_ttl_counts_down_and_stops_when_the_session_expires(explorer, raw):
     wait_until(lambda: not explorer.counting_down, "the countdown to stop at expiry")
 
     assert explorer.ttl_left.value == "no session"
-    assert explorer.status_text == "session:{task1} expired: Redis deleted it and its cart."
+    assert explorer.status_text == "session:{task1} expired: Redis deleted it, cart included."
     assert raw.exists("session:{task1}") == 0
 
 
@@ -242,7 +256,7 @@ def test_an_empty_name_does_not_overwrite_on_update(explorer, raw):
     explorer.update.click()
 
     assert "Name is empty" in error_shown(explorer)
-    assert json.loads(raw.get("session:{task1}"))["name"] == "Rohith"
+    assert profile_in(raw, "session:{task1}")["name"] == "Rohith"
 
 
 def test_a_bad_session_id_is_explained(explorer, raw):
@@ -294,20 +308,20 @@ def test_cart_add_remove_and_total(cart, raw):
     cart.sku.value, cart.quantity.value = "SKU-TEE-M", 1
     cart.add.click()
 
-    assert raw.hgetall("session:{task1}:cart") == {"SKU-RED-MUG": "2", "SKU-TEE-M": "1"}
+    assert cart_in(raw, "session:{task1}") == {"SKU-RED-MUG": "2", "SKU-TEE-M": "1"}
     assert cart.total.value == "Total: 44.90 €"  # 2 x 12.50 + 19.90
-    assert "HINCRBY session:{task1}:cart SKU-TEE-M 1" in cart.log_text
+    assert "HINCRBY session:{task1} c:SKU-TEE-M 1" in cart.log_text
     assert cart.status_text == "Added 1 × SKU-TEE-M: 1 in the cart."
     assert "Red mug" in cart.items.value and "T-shirt, size M" in cart.items.value
 
     cart.sku.value, cart.quantity.value = "SKU-RED-MUG", 1
     cart.remove.click()
-    assert raw.hget("session:{task1}:cart", "SKU-RED-MUG") == "1"
+    assert raw.hget("session:{task1}", "c:SKU-RED-MUG") == "1"
     assert cart.total.value == "Total: 32.40 €"
 
     cart.quantity.value = 5  # more than there is: the item goes
     cart.remove.click()
-    assert raw.hgetall("session:{task1}:cart") == {"SKU-TEE-M": "1"}
+    assert cart_in(raw, "session:{task1}") == {"SKU-TEE-M": "1"}
     assert cart.status_text == "Removed 5 × SKU-RED-MUG: 0 left in the cart."
     assert cart.cart() == {"SKU-TEE-M": 1}
 
@@ -315,19 +329,19 @@ def test_cart_add_remove_and_total(cart, raw):
 def test_cart_keeps_the_session_ttl(cart, raw):
     raw.expire("session:{task1}", 120)
     cart.add.click()
-    assert 0 < raw.ttl("session:{task1}:cart") <= 120
+    assert 0 < raw.ttl("session:{task1}") <= 120  # a cart change neither resets nor drops it
 
 
 @pytest.mark.parametrize("quantity", [0, -1])
 @pytest.mark.parametrize("button", ["add", "remove"])
 def test_cart_bad_quantity_is_explained_and_changes_nothing(cart, raw, quantity, button):
     cart.add.click()
-    before = raw.hgetall("session:{task1}:cart")
+    before = cart_in(raw, "session:{task1}")
     cart.quantity.value = quantity
     getattr(cart, button).click()
 
     assert error_shown(cart).startswith(f"InvalidCartItem: quantity {quantity} is out of range")
-    assert raw.hgetall("session:{task1}:cart") == before
+    assert cart_in(raw, "session:{task1}") == before
 
 
 def test_cart_of_a_missing_session_writes_nothing(store, raw, panels):
@@ -352,7 +366,7 @@ def test_cart_expires_with_its_session(store, raw, panels):
     assert cart.status_text == "session:{short} expired: its cart went with it."
     assert cart.total.value == "Total: 0.00 €"
     assert cart.ttl_left.value == "no session"
-    assert raw.exists("session:{short}", "session:{short}:cart") == 0
+    assert raw.exists("session:{short}") == 0
 
 
 def test_cart_server_down_is_explained(cart, server):

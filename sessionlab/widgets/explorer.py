@@ -1,9 +1,10 @@
 """Lesson 02's hands-on panels: create, read, update and delete a session; fill its cart.
 
-Each button does one store call and logs the raw Redis commands it sent, so students see
-``SET session:{abc} '{...}' EX 1800`` beside the form they filled. The remaining TTL counts
-down live (a :class:`~sessionlab.widgets.base.Ticker` sends ``TTL`` once a second) until the
-session is deleted or expires, or the panel is closed.
+A session is one hash, ``session:{abc}``: its profile fields (``p:name``), its cart items
+(``c:SKU-RED-MUG``) and a few meta fields. Each button does one store call and logs the Redis
+commands it amounts to, so students see ``HSET session:{abc} p:name '"Rohith"' ...`` beside the
+form they filled. The remaining TTL counts down live (a :class:`~sessionlab.widgets.base.Ticker`
+sends ``TTL`` once a second) until the session is deleted or expires, or the panel is closed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import InvalidTTL
-from ..store import SessionStore, check_ttl, dump
+from ..sample import PROFILE
+from ..store import SessionStore, check_ttl, profile_fields
 from .base import Panel, Ticker
 
 #: The example shop's price list (EUR): SKU -> (name, unit price).
@@ -104,10 +106,11 @@ class _SessionPanel(Panel):
 
 
 class SessionExplorer(_SessionPanel):
-    """A form over one session: Create (SET EX), Read (GET, TTL), Update (SET XX KEEPTTL),
-    Touch (EXPIRE) and Delete (DEL), with the remaining TTL counting down live.
+    """A form over one session: Create (HSET + PEXPIREAT), Read (HGETALL, TTL), Update (HSET of
+    the profile fields, TTL kept), Touch (PEXPIREAT) and Delete (DEL), with the remaining TTL
+    counting down live.
 
-    Prefilled with the seed's example user (U001, Rohith, dark theme, Edge).
+    Prefilled with the course's sample user (:data:`sessionlab.sample.PROFILE`).
     """
 
     css_class = "sl-explorer"
@@ -117,10 +120,10 @@ class SessionExplorer(_SessionPanel):
         store: SessionStore,
         *,
         session_id: str = "",
-        user_id: str = "U001",
-        name: str = "Rohith",
-        theme: str = "dark",
-        browser: str = "Edge",
+        user_id: str = PROFILE["user_id"],
+        name: str = PROFILE["name"],
+        theme: str = PROFILE["preferences"]["theme"],
+        browser: str = PROFILE["preferences"]["browser"],
         ttl: int = 1800,
     ) -> None:
         self.store = store
@@ -189,12 +192,11 @@ class SessionExplorer(_SessionPanel):
     def _create(self) -> None:
         user_data, seconds = self.user_data(), parse_ttl(self.ttl.value)
         session_id = self.session_id.value.strip() or self.store.new_id()
-        key, payload = self.store.key(session_id), dump(user_data)
+        key, fields = self.store.key(session_id), profile_fields(user_data)
         self.store.create(session_id, user_data, seconds)
-        self.say_command(
-            "SET", key, payload, "EX", seconds, note="atomic with the DEL below: one Lua script"
-        )
-        self.say_command("DEL", self.store.cart_key(session_id), note="a new session, no cart")
+        self.say_command("DEL", key, note="one Lua script: a new session, no old cart")
+        self.say_command("HSET", key, *fields, note="+ _c _a _s _i: created, deadline, ...")
+        self.say_command("EXPIRE", key, seconds, note="at most the absolute deadline")
         self.session_id.value = session_id
         self.ttl_bar.max = seconds
         self._show(session_id)
@@ -210,9 +212,11 @@ class SessionExplorer(_SessionPanel):
 
     def _update(self) -> None:
         session_id, user_data = self._current_id(), self.user_data()
-        key, payload = self.store.key(session_id), dump(user_data)
+        key, fields = self.store.key(session_id), profile_fields(user_data)
         updated = self.store.update(session_id, user_data)
-        self.say_command("SET", key, payload, "XX", "KEEPTTL", note="only if it exists")
+        self.say_command(
+            "HSET", key, *fields, note="one Lua script: only if it exists; TTL and cart kept"
+        )
         self._show(session_id)
         if updated:
             self.ok(f"Updated {key}; its TTL kept counting down.")
@@ -223,7 +227,9 @@ class SessionExplorer(_SessionPanel):
         session_id, seconds = self._current_id(), parse_ttl(self.ttl.value)
         key = self.store.key(session_id)
         touched = self.store.touch(session_id, seconds)
-        self.say_command("EXPIRE", key, seconds, note="and its cart, in one Lua script")
+        self.say_command(
+            "EXPIRE", key, seconds, note="one Lua script: at most the absolute deadline"
+        )
         if touched:
             self.ttl_bar.max = seconds
         self._show(session_id)
@@ -236,21 +242,21 @@ class SessionExplorer(_SessionPanel):
         session_id = self._current_id()
         key = self.store.key(session_id)
         deleted = self.store.delete(session_id)
-        self.say_command("DEL", key, self.store.cart_key(session_id))
+        self.say_command("DEL", key, note="profile and cart: one key")
         self._show(session_id)
         if deleted:
-            self.ok(f"Deleted {key} and its cart.")
+            self.ok(f"Deleted {key}: profile and cart.")
         else:
             self.fail(f"{key} did not exist: nothing deleted.")
 
     # -- display ----------------------------------------------------------------------------
 
     def _show(self, session_id: str) -> bool:
-        """Read the session back (GET, TTL), show it, and count down while it lives."""
+        """Read the session back (HGETALL, TTL), show it, and count down while it lives."""
         key = self.store.key(session_id)
         data = self.store.get(session_id)
         seconds = self.store.ttl(session_id)
-        self.say_command("GET", key)
+        self.say_command("HGETALL", key, note="read-only: does not slide the expiry")
         self.say_command("TTL", key)
         if data is None:
             self._show_gone(session_id)
@@ -268,7 +274,7 @@ class SessionExplorer(_SessionPanel):
 
     def _expired(self, session_id: str) -> None:
         self._show_gone(session_id)
-        self.ok(f"{self.store.key(session_id)} expired: Redis deleted it and its cart.")
+        self.ok(f"{self.store.key(session_id)} expired: Redis deleted it, cart included.")
 
     def _show_ttl(self, seconds: int | None) -> None:
         if seconds is None:
@@ -284,8 +290,9 @@ class SessionExplorer(_SessionPanel):
 
 
 class CartPanel(_SessionPanel):
-    """A session's cart: add and remove items (HINCRBY), see quantities and the total, and
-    watch the cart expire with its session (its TTL counts down once a second)."""
+    """A session's cart: add and remove items (HINCRBY on the session's ``c:<sku>`` fields),
+    see quantities and the total, and watch the cart expire with its session (one key; its TTL
+    counts down once a second)."""
 
     css_class = "sl-cart"
 
@@ -335,7 +342,11 @@ class CartPanel(_SessionPanel):
         session_id, sku, quantity = self._current_id(), self.sku.value, self.quantity.value
         new_quantity = self.store.add_to_cart(session_id, sku, quantity)
         self.say_command(
-            "HINCRBY", self.store.cart_key(session_id), sku, quantity, note="+ PEXPIRE, one script"
+            "HINCRBY",
+            self.store.key(session_id),
+            f"c:{sku}",
+            quantity,
+            note="one Lua script: only if the session exists",
         )
         self._show(session_id)
         if new_quantity is None:
@@ -347,7 +358,11 @@ class CartPanel(_SessionPanel):
         session_id, sku, quantity = self._current_id(), self.sku.value, self.quantity.value
         left = self.store.remove_from_cart(session_id, sku, quantity)
         self.say_command(
-            "HINCRBY", self.store.cart_key(session_id), sku, -quantity, note="HDEL at 0, one script"
+            "HINCRBY",
+            self.store.key(session_id),
+            f"c:{sku}",
+            -quantity,
+            note="one Lua script: HDEL at 0",
         )
         self._show(session_id)
         if left is None:
@@ -358,7 +373,7 @@ class CartPanel(_SessionPanel):
     def _refresh(self) -> None:
         session_id = self._current_id()
         if self._show(session_id):
-            self.ok(f"Read {self.store.cart_key(session_id)}.")
+            self.ok(f"Read the cart of {self.store.key(session_id)}.")
         else:
             self._no_session(session_id)
 
@@ -369,7 +384,7 @@ class CartPanel(_SessionPanel):
         """Show the cart and the session's TTL; count down while the session lives."""
         cart = self.store.get_cart(session_id)
         seconds = self.store.ttl(session_id)
-        self.say_command("HGETALL", self.store.cart_key(session_id))
+        self.say_command("HGETALL", self.store.key(session_id), note="the c:<sku> fields")
         self.say_command("TTL", self.store.key(session_id))
         self._render(cart)
         self._show_ttl(seconds)
