@@ -18,6 +18,7 @@ import redis
 
 from .errors import InvalidPersistenceSetting
 from .persistence import bgsave, check_mode, mode_directives
+from .sample import numbered
 from .server import LabServer, find_redis_server, server_version
 from .store import SessionStore
 
@@ -36,29 +37,11 @@ def check_count(count: object, what: str = "number of sessions", minimum: int = 
     return count
 
 
-def numbered(count: int, first: int = 1) -> list[tuple[str, dict[str, Any]]]:
-    """``count`` deterministic sample sessions ``(session_id, profile)`` from number ``first``.
-
-    Same ids on every run, so a re-run writes the same keys and a lesson's output is stable.
-    """
-    return [
-        (
-            f"s{n:06d}",
-            {
-                "user_id": f"U{n:06d}",
-                "name": f"User {n}",
-                "preferences": {"theme": "dark" if n % 2 else "light", "browser": "Edge"},
-            },
-        )
-        for n in range(first, first + count)
-    ]
-
-
 def write_sessions(store: SessionStore, count: int, first: int = 1) -> list[str]:
     """Create ``count`` numbered sample sessions from ``first``, one write each; their ids."""
     check_count(count)
     check_count(first, "first session number")
-    sessions = numbered(count, first)
+    sessions = numbered(count, first)  # the course's numbered sample sessions
     for session_id, profile in sessions:
         store.create(session_id, profile)
     return [session_id for session_id, _ in sessions]
