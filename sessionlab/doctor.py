@@ -143,15 +143,24 @@ def _policy(config: dict[str, str], info: dict) -> list[Finding]:
                 "CONFIG SET maxmemory-policy allkeys-lru.",
             )
         ]
-    if policy in ("allkeys-lru", "allkeys-lfu"):
-        how = "least recently" if policy.endswith("lru") else "least frequently"
+    if policy == "allkeys-lru":
         return [
             Finding(
                 "ok",
                 "maxmemory-policy",
-                f"{policy}: when full, Redis evicts the {how} used keys. Any session may go, "
-                "but idle ones first; for sessions that is acceptable: the user logs in again "
-                "(the cart is lost unless the shop also keeps it elsewhere).",
+                "allkeys-lru: when full, Redis evicts the least recently used keys. Any session "
+                "may go, but idle ones first; for sessions that is acceptable: the user logs in "
+                "again (the cart is lost unless the shop also keeps it elsewhere).",
+            )
+        ]
+    if policy == "allkeys-lfu":
+        return [
+            Finding(
+                "warning",
+                "maxmemory-policy",
+                "allkeys-lfu: when full, Redis evicts the least frequently used keys, and a "
+                "brand-new key starts with a low counter: fresh logins go before idle old "
+                "sessions (lesson 04 measures it). For sessions use allkeys-lru.",
             )
         ]
     if policy == "allkeys-random":

@@ -1,26 +1,29 @@
-"""What a full Redis does to sessions: the hot/cold eviction experiment and memory helpers.
+"""Lesson 04's experiment: what a full Redis does to logged-in users, per eviction policy.
 
 The experiment mirrors a shop: a first wave of users logs in; a few of them (the *hot* ones)
-come back and keep browsing; the rest (the *cold* ones) left. Then a second wave logs in and
-fills the server past ``maxmemory``. What survives depends on ``maxmemory-policy``:
+come back and keep browsing; the rest (the *cold* ones) left. Then a second wave of *new*
+users logs in and fills the server past ``maxmemory``. What survives depends on
+``maxmemory-policy``, and on whether a session is one key or two:
 
-* ``allkeys-lru`` / ``allkeys-lfu`` evict the idle users and keep the hot ones;
+* ``allkeys-lru`` evicts the idle users and keeps the hot and the new ones;
+* ``allkeys-lfu`` keeps the hot ones too, but a new key starts with a low access counter, the
+  same as an idle session's in its first minute, so it evicts many brand-new logins;
 * ``allkeys-random`` evicts hot and cold alike;
-* ``noeviction``, and ``volatile-*`` when keys have no TTL, refuse the new logins instead.
+* ``noeviction``, and ``volatile-*`` when keys have no TTL, refuse the new logins instead;
+* eviction removes *keys*: a session kept as two keys (profile, cart) can lose one of them.
 
 Redis's LRU clock counts whole seconds, so the experiment pauses ~2 s between writing,
 reading the hot sessions, and writing again: otherwise every key looks equally old and LRU
 is indistinguishable from random. Several policies run on their own servers side by side, so
-one pair of pauses serves them all.
+one pair of pauses serves them all. Memory measurements are :mod:`sessionlab.memory`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +31,9 @@ import redis
 import redis.exceptions as rex
 
 from .errors import InvalidSetting
+from .memory import parse_memory, used_memory
 from .server import LabServer
-from .store import SessionStore, dump
+from .store import SessionStore
 
 POLICIES = (
     "noeviction",
@@ -41,29 +45,33 @@ POLICIES = (
     "volatile-random",
     "volatile-ttl",
 )
+#: "store": sessions written with SessionStore; "two-keys": the old layout, a profile string
+#: and a cart hash, written with raw commands (lesson 04's "before").
+LAYOUTS = ("store", "two-keys")
 SESSION_TTL = 3600
 PAUSE = 2.0  # > 1 s: the LRU clock's resolution, plus the cron tick that refreshes it
-FILL = 0.6  # the first wave fills this much of the room; the second as much again: 120 %
+FILL = 0.7  # the first wave fills this much of the room; the second as much again: 140 %
 FILL_BATCH = 25
-MAX_SESSIONS = 20_000
+MAX_WAVE = 20_000  # sessions per wave, at most
 MIN_ROOM = 100 * 1024  # below this much room above an empty server, nothing meaningful fits
 CART = {"SKU-1001": 2}
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(b|k|kb|m|mb|g|gb)?\s*", re.IGNORECASE)
-_UNITS = {
-    None: 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1024,
-    "m": 1000**2,
-    "mb": 1024**2,
-    "g": 1000**3,
-    "gb": 1024**3,
-}
+#: LFU ages counters in whole minutes (``lfu-decay-time 1``): an experiment that includes an LFU
+#: policy starts at most this many seconds into a minute, so both waves fall in the same one.
+LFU_LATEST_START = 45
+#: Pages a hot user views when they come back. LFU counts accesses: a login and a cart update
+#: already touch a key several times, so a hot user must do more than one request to stand out.
+VISITS = 5
+#: How often ``experiment`` calls ``progress``: servers up, wave 1, pause, hot users back,
+#: pause, wave 2, counted.
+STEPS = 7
 
 
-def sample_profile(number: int) -> dict[str, Any]:
-    """The seed notebook's profile, numbered, plus what a shop keeps: recently viewed items."""
+def shop_profile(number: int) -> dict[str, Any]:
+    """A realistic-size profile (~650 bytes of JSON): the seed's fields plus what a shop keeps.
+
+    Bigger than the course's sample profile on purpose: a 2 MB server then holds a few hundred
+    sessions, enough to see who is evicted, and few enough to write in a second.
+    """
     return {
         "user_id": f"U{number:05d}",
         "name": "Rohith",
@@ -74,29 +82,6 @@ def sample_profile(number: int) -> dict[str, Any]:
     }
 
 
-def parse_memory(value: str | int) -> int:
-    """Bytes for a ``maxmemory`` value, with Redis's units: ``"2mb"`` is 2 MiB, ``"2m"`` 2 MB."""
-    if isinstance(value, bool):
-        raise InvalidSetting(f"memory limit {value!r} is not a size: use e.g. 2mb or 2097152.")
-    if isinstance(value, int):
-        number, unit = value, None
-    else:
-        found = _SIZE.fullmatch(str(value))
-        if not found:
-            raise InvalidSetting(
-                f"memory limit {value!r} is not a size: use bytes or a unit as in redis.conf, "
-                "e.g. 2mb, 1500kb, 3000000."
-            )
-        number = float(found.group(1))
-        unit = found.group(2).lower() if found.group(2) else None
-    size = int(number * _UNITS[unit])
-    if size <= 0:
-        raise InvalidSetting(
-            f"memory limit {value!r} would be 0, which means *no limit* in Redis: use e.g. 2mb."
-        )
-    return size
-
-
 def check_policy(policy: str) -> str:
     """Return ``policy`` if Redis knows it, else raise :class:`InvalidSetting`."""
     if policy not in POLICIES:
@@ -104,15 +89,41 @@ def check_policy(policy: str) -> str:
     return policy
 
 
-def is_out_of_memory(error: BaseException) -> bool:
-    """True for Redis's "OOM command not allowed" reply, however redis-py wraps it.
+def session_ids(start: int, stop: int) -> list[str]:
+    """``user-00000``, ``user-00001``, ...: the experiment's ids, the same on every run."""
+    return [f"user-{number:05d}" for number in range(start, stop)]
 
-    A plain command raises ``OutOfMemoryError``; inside a Lua script (the store's ``create``)
-    Redis 6.2 reports it as a generic ``ResponseError`` ("Error running script ... -OOM").
+
+def fill_until_refused(store: SessionStore, first: int = 0, limit: int = MAX_WAVE) -> int:
+    """Log shop users in (``user-<first>``, ...) until the server refuses one; how many fitted.
+
+    :class:`InvalidSetting` if all ``limit`` fit: the server has room, or its policy evicts.
     """
-    if isinstance(error, rex.OutOfMemoryError):
-        return True
-    return isinstance(error, rex.ResponseError) and "OOM command not allowed" in str(error)
+    for number in range(first, first + limit):
+        try:
+            store.create(f"user-{number:05d}", shop_profile(number))
+        except rex.OutOfMemoryError:  # the store's StoreFull is one
+            return number - first
+    raise InvalidSetting(
+        f"all {limit} logins fitted: the server is not full, or its maxmemory-policy evicts."
+    )
+
+
+def write_two_keys(
+    client: redis.Redis,
+    key: str,
+    profile: dict[str, Any],
+    cart: dict[str, int],
+    ttl: int | None,
+) -> None:
+    """The old layout, with raw commands: ``SET key json EX ttl``, ``HSET key:cart``, ``EXPIRE``.
+
+    Redis sees two unrelated keys: it may evict one and keep the other.
+    """
+    client.set(key, json.dumps(profile, separators=(",", ":")), ex=ttl)
+    client.hset(f"{key}:cart", mapping=cart)
+    if ttl is not None:
+        client.expire(f"{key}:cart", ttl)
 
 
 # -- the experiment ------------------------------------------------------------------------
@@ -124,11 +135,13 @@ class EvictionResult:
 
     policy: str
     maxmemory: int
+    layout: str
     sessions: int  # per wave; two waves are written
     hot: int  # sessions of the first wave that came back
     hot_kept: int  # hot sessions still complete (profile and cart) at the end
     cold_kept: int  # first-wave sessions that did not come back, still complete
     new_kept: int  # second-wave sessions complete at the end
+    split: int  # sessions that kept their profile but lost their cart, or the reverse
     refused: int  # session writes Redis refused with OOM
     evicted_keys: int  # INFO stats evicted_keys
     ttl: int | None
@@ -137,9 +150,15 @@ class EvictionResult:
     def hot_kept_ratio(self) -> float:
         return self.hot_kept / self.hot if self.hot else 0.0
 
+    @property
+    def new_lost(self) -> int:
+        """Brand-new logins of the second wave that were evicted or refused."""
+        return self.sessions - self.new_kept
+
     def __str__(self) -> str:
         return (
             f"{self.policy:<15} hot kept {self.hot_kept:>3}/{self.hot}  "
+            f"new kept {self.new_kept:>4}/{self.sessions}  "
             f"refused {self.refused:>4}  evicted_keys {self.evicted_keys:>4}"
         )
 
@@ -147,11 +166,14 @@ class EvictionResult:
 class _Run:
     """One policy's server and the sessions written to it."""
 
-    def __init__(self, server: LabServer, policy: str, maxmemory: int, ttl: int | None) -> None:
+    def __init__(
+        self, server: LabServer, policy: str, maxmemory: int, ttl: int | None, layout: str
+    ) -> None:
         self.server = server
         self.policy = policy
         self.maxmemory = maxmemory
         self.ttl = ttl
+        self.layout = layout
         self.client = server.client()
         self.store = SessionStore(self.client, prefix="session")
         self.empty = 0
@@ -183,38 +205,52 @@ class _Run:
         for session_id in ids:
             number = int(session_id.rsplit("-", 1)[1])
             try:
-                if self.ttl is None:  # a session written without expiry, like the seed's SET
-                    self.client.set(self.store.key(session_id), dump(sample_profile(number)))
+                if self.layout == "two-keys":
+                    key = self.store.key(session_id)
+                    write_two_keys(self.client, key, shop_profile(number), CART, self.ttl)
                 else:
-                    self.store.create(session_id, sample_profile(number), self.ttl)
-                for sku, quantity in CART.items():
-                    self.store.add_to_cart(session_id, sku, quantity)
-            except rex.ResponseError as error:
-                if not is_out_of_memory(error):
-                    raise
+                    self.store.create(session_id, shop_profile(number), self.ttl)
+                    for sku, quantity in CART.items():
+                        self.store.add_to_cart(session_id, sku, quantity)
+            except rex.OutOfMemoryError:  # the store's StoreFull is one too
                 self.refused += 1
 
     def come_back(self, ids: Iterable[str]) -> None:
-        """A hot user browses: read profile and cart, slide the expiry (as a web app does)."""
+        """A hot user browses :data:`VISITS` pages: each reads the session and slides its expiry."""
         for session_id in ids:
-            self.store.get(session_id)
-            self.store.get_cart(session_id)
-            if self.ttl is not None:
-                self.store.touch(session_id, self.ttl)
+            for _ in range(VISITS):
+                if self.layout == "two-keys":
+                    key = self.store.key(session_id)
+                    self.client.get(key)
+                    self.client.hgetall(f"{key}:cart")
+                    if self.ttl is not None:
+                        self.client.expire(key, self.ttl)
+                        self.client.expire(f"{key}:cart", self.ttl)
+                else:
+                    self.store.load(session_id)  # one round trip: profile, cart, slide
+
+    def parts(self, ids: Sequence[str]) -> list[tuple[bool, bool]]:
+        """For each session: (profile there, cart there)."""
+        if self.layout == "two-keys":
+            pipe = self.client.pipeline(transaction=False)
+            for session_id in ids:
+                key = self.store.key(session_id)
+                pipe.exists(key)
+                pipe.exists(f"{key}:cart")
+            replies = pipe.execute()
+            return [(bool(p), bool(c)) for p, c in zip(replies[::2], replies[1::2], strict=True)]
+        return [
+            (self.store.get(session_id) is not None, bool(self.store.get_cart(session_id)))
+            for session_id in ids
+        ]
 
     def kept(self, ids: Sequence[str]) -> int:
         """How many of these sessions are still complete: profile and cart both present."""
-        pipe = self.client.pipeline(transaction=False)
-        for session_id in ids:
-            pipe.exists(self.store.key(session_id))
-            pipe.hlen(self.store.cart_key(session_id))
-        replies = pipe.execute()
-        pairs = zip(replies[::2], replies[1::2], strict=True)
-        return sum(1 for profile, cart in pairs if profile and cart)
+        return sum(1 for profile, cart in self.parts(ids) if profile and cart)
 
-
-def session_ids(start: int, stop: int) -> list[str]:
-    return [f"user-{number:05d}" for number in range(start, stop)]
+    def split(self, ids: Sequence[str]) -> int:
+        """How many of these sessions lost one part (profile or cart) and kept the other."""
+        return sum(1 for profile, cart in self.parts(ids) if profile != cart)
 
 
 def experiment(
@@ -225,37 +261,50 @@ def experiment(
     fill: float = FILL,
     hot: int = 50,
     ttl: int | None = SESSION_TTL,
+    layout: str = "store",
     pause: float = PAUSE,
     binary: str | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> list[EvictionResult]:
     """Run the hot/cold experiment once per policy, each on its own fresh server.
 
-    First wave: ``sessions`` sessions (profile + a 2-item cart, expiring after ``ttl``;
-    ``ttl=None`` writes profiles without expiry), or, if ``sessions`` is None, as many as fill
-    ``fill`` of the room between the empty server and ``maxmemory``. Then a pause, the first
-    ``hot`` sessions come back, another pause, and a second wave as large as the first.
-    The servers run side by side so the pauses overlap.
+    First wave: ``sessions`` sessions (a profile and a 1-item cart, expiring after ``ttl``;
+    ``ttl=None``: no expiry, only with ``layout="two-keys"``), or, if ``sessions`` is None,
+    as many as fill ``fill`` of the room between the empty server and ``maxmemory``. Then a
+    pause, the first ``hot`` sessions come back, another pause, and a second wave as large as
+    the first. ``progress(1)`` is called after each of :data:`STEPS` steps (``tqdm.update``).
     """
     policies = [check_policy(policy) for policy in policies]
     limit = parse_memory(maxmemory)
-    if sessions is not None and not hot < sessions <= MAX_SESSIONS:
+    if layout not in LAYOUTS:
+        raise InvalidSetting(f"layout={layout!r}: use one of {LAYOUTS}.")
+    if ttl is None and layout == "store":
         raise InvalidSetting(
-            f"sessions={sessions}: use more than hot={hot} and at most {MAX_SESSIONS}."
+            "ttl=None: the store gives every session a TTL; use layout='two-keys' to write "
+            "sessions without one, as the seed notebook's plain SET did."
+        )
+    if sessions is not None and not hot < sessions <= MAX_WAVE:
+        raise InvalidSetting(
+            f"sessions={sessions}: use more than hot={hot} and at most {MAX_WAVE}."
         )
     if not 0.1 <= fill <= 0.95:
         raise InvalidSetting(f"fill={fill}: use a fraction between 0.1 and 0.95.")
     if hot < 1:
         raise InvalidSetting(f"hot={hot}: at least one session must come back.")
+    step = progress or (lambda _n: None)
+    if any(policy.endswith("-lfu") for policy in policies):
+        _start_early_in_a_minute()
     runs: list[_Run] = []
     try:
         for policy in policies:
             server = LabServer(binary=binary)
-            runs.append(_Run(server, policy, limit, ttl))
+            runs.append(_Run(server, policy, limit, ttl, layout))
             server.start()
         for run in runs:
             run.configure()
+        step(1)
         if sessions is None:
-            counts = [run.fill(fill, MAX_SESSIONS) for run in runs]
+            counts = [run.fill(fill, MAX_WAVE) for run in runs]
         else:
             for run in runs:
                 run.write(session_ids(0, sessions))
@@ -265,126 +314,50 @@ def experiment(
                 f"maxmemory {limit} bytes holds only {min(counts)} sessions, too few for "
                 f"{hot} hot ones to mean anything: raise maxmemory (e.g. 2mb) or lower hot."
             )
+        step(1)
         time.sleep(pause)
+        step(1)
         for run in runs:
             run.come_back(session_ids(0, hot))
+        step(1)
         time.sleep(pause)
+        step(1)
         for run, count in zip(runs, counts, strict=True):
             run.write(session_ids(count, 2 * count))
-        return [
+        step(1)
+        results = [
             EvictionResult(
                 policy=run.policy,
                 maxmemory=limit,
+                layout=layout,
                 sessions=count,
                 hot=hot,
                 hot_kept=run.kept(session_ids(0, hot)),
                 cold_kept=run.kept(session_ids(hot, count)),
                 new_kept=run.kept(session_ids(count, 2 * count)),
+                split=run.split(session_ids(0, 2 * count)),
                 refused=run.refused,
                 evicted_keys=int(run.client.info("stats")["evicted_keys"]),
                 ttl=ttl,
             )
             for run, count in zip(runs, counts, strict=True)
         ]
+        step(1)
+        return results
     finally:
         for run in runs:
             run.client.close()
             run.server.close()
 
 
-# -- memory ----------------------------------------------------------------------------------
+def _start_early_in_a_minute() -> None:
+    """Wait for the next minute if this one is nearly over (see :data:`LFU_LATEST_START`).
 
-
-def memory_usage(client: redis.Redis, key: str) -> int | None:
-    """``MEMORY USAGE key SAMPLES 0``: bytes for the key, its value and their bookkeeping.
-
-    ``None`` if the key does not exist (as Redis answers).
+    An LFU counter drops by one per idle minute, counted on the wall clock: if the first wave
+    is written in one minute and the second in the next, the first wave's counters have
+    already dropped and LFU evicts it first, which is what happens after a minute, not in a
+    burst. Waiting keeps the experiment about a burst on every run.
     """
-    used = client.memory_usage(key, samples=0)
-    return None if used is None else int(used)
-
-
-def encoding(client: redis.Redis, key: str) -> str:
-    """``OBJECT ENCODING key``: e.g. ``embstr``/``raw`` strings, ``ziplist``/``listpack`` hashes."""
-    value = client.object("encoding", key)
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def compact_thresholds(client: redis.Redis) -> dict[str, int]:
-    """The hash size limits below which Redis keeps a hash in its compact encoding.
-
-    Redis 7.0 calls the encoding ``listpack`` (``hash-max-listpack-*``, old names still
-    accepted); 6.2 calls it ``ziplist`` (``hash-max-ziplist-*``).
-    """
-    for name in ("listpack", "ziplist"):
-        found = client.config_get(f"hash-max-{name}-*")
-        found = {_text(k): int(v) for k, v in found.items()}
-        entries, value = f"hash-max-{name}-entries", f"hash-max-{name}-value"
-        if entries in found and value in found:
-            return {entries: found[entries], value: found[value]}
-    raise InvalidSetting("this server reports neither hash-max-listpack-* nor hash-max-ziplist-*.")
-
-
-def flatten(data: dict[str, Any], parent: str = "") -> dict[str, str]:
-    """``{"preferences": {"theme": "dark"}}`` -> ``{"preferences.theme": "dark"}`` for a hash."""
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{parent}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, str) else json.dumps(value)
-    return flat
-
-
-@dataclass(frozen=True)
-class ProfileMemory:
-    """One profile measured both ways on the same server."""
-
-    json_bytes: int
-    json_encoding: str
-    hash_bytes: int
-    hash_encoding: str
-    hash_fields: int
-
-
-def profile_memory(client: redis.Redis, profile: dict[str, Any]) -> ProfileMemory:
-    """Store ``profile`` as a JSON string and as a flat hash (temporary keys), measure both."""
-    string_key, hash_key = "sessionlab:measure:json", "sessionlab:measure:hash"
-    fields = flatten(profile)
-    try:
-        client.set(string_key, dump(profile))
-        client.hset(hash_key, mapping=fields)
-        json_bytes, hash_bytes = memory_usage(client, string_key), memory_usage(client, hash_key)
-        assert json_bytes is not None and hash_bytes is not None  # written just above
-        return ProfileMemory(
-            json_bytes=json_bytes,
-            json_encoding=encoding(client, string_key),
-            hash_bytes=hash_bytes,
-            hash_encoding=encoding(client, hash_key),
-            hash_fields=len(fields),
-        )
-    finally:
-        client.delete(string_key, hash_key)
-
-
-def session_bytes(store: SessionStore, session_id: str) -> int | None:
-    """``MEMORY USAGE`` of a whole session: profile plus cart; ``None`` if there is no session."""
-    profile = memory_usage(store.client, store.key(session_id))
-    if profile is None:
-        return None
-    return profile + (memory_usage(store.client, store.cart_key(session_id)) or 0)
-
-
-def per_million(bytes_per_session: float) -> float:
-    """GB (10^9 bytes) that a million sessions of this size need, before any overhead."""
-    return bytes_per_session * 1_000_000 / 1e9
-
-
-def used_memory(client: redis.Redis) -> int:
-    """``INFO memory`` ``used_memory``: what Redis has allocated, in bytes."""
-    return int(client.info("memory")["used_memory"])
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    into_minute = time.time() % 60
+    if into_minute > LFU_LATEST_START:
+        time.sleep(60 - into_minute + 0.1)

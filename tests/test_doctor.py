@@ -73,9 +73,11 @@ def test_random_policies_warn(policy):
     assert levels(report, "maxmemory-policy") == {"warning"}
 
 
-def test_allkeys_lfu_is_fine_for_sessions():
+def test_allkeys_lfu_warns_that_new_logins_go_first():
     report = examine({**GOOD, "maxmemory_policy": "allkeys-lfu"})
-    assert report.ok, str(report)
+    (finding,) = report.about("maxmemory-policy")
+    assert finding.level == "warning"
+    assert "brand-new key starts with a low counter" in finding.message
 
 
 def test_rdb_only_loses_sessions_since_the_last_snapshot():

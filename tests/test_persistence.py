@@ -1,5 +1,5 @@
-"""Persistence on real servers: what a SIGKILL loses in each mode, TTLs across restarts,
-waiting for BGSAVE / BGREWRITEAOF, the AOF files, and lesson 03's panel.
+"""Persistence on real servers (sessionlab.persistence, .aof, .crash): what a SIGKILL loses in
+each mode, TTLs across restarts, waiting for BGSAVE / BGREWRITEAOF, the AOF files, the panel.
 
 Runs against ``$REDIS_SERVER_BIN`` (the pinned Valkey 9.1 by default); run it again with
 ``REDIS_SERVER_BIN=/usr/bin/redis-server`` for 7.0.
@@ -15,24 +15,27 @@ from collections.abc import Iterator
 import pytest
 
 from sessionlab import LabServer, SessionStore
+from sessionlab.aof import aof_commands, aof_files, aof_size
+from sessionlab.crash import (
+    CrashLab,
+    Throughput,
+    count_sessions,
+    crash_experiment,
+    measure_write_throughput,
+    spreads,
+    write_sessions,
+)
 from sessionlab.errors import InvalidPersistenceSetting, PersistenceError, SessionError
 from sessionlab.persistence import (
     MODES,
     RDB_SAVE_POINTS,
-    aof_commands,
-    aof_files,
-    aof_size,
     bgsave,
-    count_sessions,
-    crash_experiment,
-    measure_write_throughput,
     mode_directives,
-    profile,
     rewrite_aof,
     wait_for_aof_rewrite,
     wait_for_bgsave,
-    write_sessions,
 )
+from sessionlab.sample import numbered
 from sessionlab.server import find_redis_server, server_version
 from sessionlab.widgets.persistence import PersistencePanel
 
@@ -133,7 +136,7 @@ def test_survivors_are_the_same_sessions_with_the_same_data(server_in):
     server.crash()
     server.start()
     store = SessionStore(server.client())
-    assert [store.get(i) for i in ids] == [profile(n) for n in range(20)]
+    assert [store.get(i) for i in ids] == [profile for _, profile in numbered(20)]
 
 
 # -- TTLs ------------------------------------------------------------------------------------
@@ -143,8 +146,8 @@ def test_survivors_are_the_same_sessions_with_the_same_data(server_in):
 def test_ttls_are_absolute_across_a_restart(server_in, mode):
     server = server_in(mode)
     store = SessionStore(server.client())
-    store.create("stays", profile(1), ttl=3600)
-    store.create("expires-while-down", profile(2), ttl=2)
+    store.create("stays", numbered(1, 1)[0][1], ttl=3600)
+    store.create("expires-while-down", numbered(1, 2)[0][1], ttl=2)
     assert count_sessions(store, ["stays", "expires-while-down"]) == 2
     if mode == "rdb":
         bgsave(store.client)
@@ -152,7 +155,7 @@ def test_ttls_are_absolute_across_a_restart(server_in, mode):
     time.sleep(2.2)  # the server is down while the short session's 2 s run out
     server.start()
     store = SessionStore(server.client())
-    assert store.get("stays") == profile(1)
+    assert store.get("stays") == numbered(1, 1)[0][1]
     assert store.get("expires-while-down") is None
     # The clock ran on while the server was down: 2.2 s of the 3600 are gone, not restarted.
     assert 3500 < store.ttl("stays") <= 3598
@@ -228,8 +231,8 @@ def test_bgrewriteaof_shrinks_the_aof_and_keeps_every_session(server_in):
     store = SessionStore(server.client())
     ids = write_sessions(store, 200)
     for round_ in range(5):  # every update appends a command; only the last one matters
-        for number, session_id in enumerate(ids):
-            store.update(session_id, profile(number + round_))
+        for number, session_id in enumerate(ids, start=1):
+            store.update(session_id, numbered(1, number + round_)[0][1])
     before = aof_size(server)
     store.client.execute_command("BGREWRITEAOF")
     info = wait_for_aof_rewrite(store.client, timeout=30)
@@ -239,7 +242,7 @@ def test_bgrewriteaof_shrinks_the_aof_and_keeps_every_session(server_in):
     server.crash()
     server.start()
     store = SessionStore(server.client())
-    assert [store.get(i) for i in ids] == [profile(n + 4) for n in range(200)]
+    assert [store.get(i) for i in ids] == [numbered(1, n + 4)[0][1] for n in range(1, 201)]
 
 
 def test_rewrite_aof_helper_returns_after_the_rewrite(server_in):
@@ -272,13 +275,14 @@ def test_aof_layout_of_the_running_version(server_in):
 
 def test_the_aof_holds_session_writes_with_absolute_expiry(server_in):
     server = server_in("aof-always")
-    SessionStore(server.client()).create("abc", profile(0), ttl=3600)
-    commands = aof_commands(aof_files(server)[-1], limit=20)
-    sets = [c for c in commands if c[0] == "SET" and c[1] == "session:{abc}"]
-    assert len(sets) == 1
-    # SET ... EX 3600 is logged as SET ... PXAT <unix ms>: replaying it later keeps the deadline.
-    assert sets[0][3] == "PXAT"
-    assert abs(int(sets[0][4]) - (time.time() + 3600) * 1000) < 60_000
+    SessionStore(server.client()).create("abc", numbered(1)[0][1], ttl=3600)
+    commands = aof_commands(aof_files(server)[-1], limit=30)
+    writes = [c for c in commands if len(c) > 1 and c[1] == "session:{abc}"]
+    assert [c[0] for c in writes if c[0] != "DEL"][:1] == ["HSET"]
+    # An expiry is logged as an absolute deadline in Unix ms: replaying it later keeps it.
+    (expiry,) = [c for c in writes if c[0] in ("PEXPIREAT", "PEXPIRE", "EXPIRE")]
+    assert expiry[0] == "PEXPIREAT"
+    assert abs(int(expiry[2]) - (time.time() + 3600) * 1000) < 60_000
 
 
 def test_rdb_snapshot_is_dump_rdb(server_in):
@@ -317,7 +321,7 @@ def panel() -> Iterator[PersistencePanel]:
     made = PersistencePanel(sessions=300)
     yield made
     made.close()
-    assert made.server is None
+    assert made.lab is None
 
 
 def test_panel_none_mode_loses_everything(panel):
@@ -364,7 +368,7 @@ def test_panel_shows_bad_counts_in_the_status_line(panel, sessions, message):
     panel.write_button.click()
     assert "InvalidPersistenceSetting" in panel.status_text
     assert message in panel.status_text
-    assert panel.server is None  # nothing was started for a bad request
+    assert panel.lab is None  # nothing was started for a bad request
 
 
 def test_panel_explains_buttons_clicked_out_of_order(panel):
@@ -382,10 +386,10 @@ def test_panel_explains_buttons_clicked_out_of_order(panel):
 
 def test_panel_new_mode_throws_the_old_server_away(panel):
     panel.write_button.click()
-    old = panel.server
+    old = panel.lab
     assert old is not None and old.running
     panel.mode.value = "aof-always"
-    assert panel.server is None and not old.running
+    assert panel.lab is None and not old.running
     assert (panel.written, panel.found) == (0, None)
     assert "Mode aof-always" in panel.status_text
 
@@ -393,3 +397,37 @@ def test_panel_new_mode_throws_the_old_server_away(panel):
 def test_panel_rejects_an_unknown_mode():
     with pytest.raises(InvalidPersistenceSetting, match="unknown persistence mode 'fast'"):
         PersistencePanel(mode="fast")
+
+
+def test_spreads_group_runs_by_mode_with_median_and_range():
+    runs = [Throughput("none", 100, 0.01), Throughput("rdb", 100, 0.02)]
+    runs += [Throughput("none", 100, 0.02), Throughput("none", 100, 0.04)]
+    found = spreads(runs)
+    assert list(found) == ["none", "rdb"]
+    assert (found["none"].median, found["none"].low, found["none"].high) == (5000, 2500, 10000)
+    assert "median   5,000 writes/s  (range 2,500-10,000 in 3 runs)" in str(found["none"])
+
+
+# -- the crash lab: one flow for the lesson, the panel and crash_experiment -------------------
+
+
+def test_crash_lab_counts_what_a_restart_finds():
+    with CrashLab("rdb") as lab:
+        assert lab.write(30) == [f"s{n:06d}" for n in range(1, 31)]
+        lab.snapshot()
+        lab.write(5)
+        lab.crash()
+        assert not lab.running
+        assert lab.restart() == 30
+        result = lab.result()
+    assert (result.written, result.snapshot, result.survived, result.lost) == (35, 30, 30, 5)
+    assert not lab.server.dir.exists()  # close() removed the data directory
+
+
+def test_crash_lab_twice_in_a_row_is_harmless():
+    with CrashLab("aof-always") as lab:
+        lab.write(10)
+        lab.crash()
+        lab.crash()
+        assert lab.restart() == 10
+        assert lab.restart() == 10  # already running: counts again

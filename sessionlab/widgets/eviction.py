@@ -8,7 +8,8 @@ import html
 import ipywidgets as widgets
 
 from ..errors import InvalidSetting
-from ..eviction import POLICIES, SESSION_TTL, EvictionResult, experiment, parse_memory
+from ..eviction import POLICIES, SESSION_TTL, EvictionResult, experiment
+from ..memory import parse_memory
 from .base import Panel
 
 MAX_LIMIT = 8 * 2**20  # more memory means more sessions to write: keep a run to seconds
@@ -58,15 +59,18 @@ class EvictionPanel(Panel):
                 f"maxmemory {self.maxmemory.value.strip()!r} is more than this playground "
                 "fills in a few seconds: use at most 8mb."
             )
-        ttl = SESSION_TTL if self.ttl.value else None
+        # Without a TTL the sessions are written the seed's way (plain SET): the store has none.
+        ttl, layout = (SESSION_TTL, "store") if self.ttl.value else (None, "two-keys")
         self.say(f"CONFIG SET maxmemory {limit}")
         self.say(f"CONFIG SET maxmemory-policy {self.policy.value}")
-        (result,) = experiment([self.policy.value], maxmemory=limit, ttl=ttl, binary=self.binary)
+        (result,) = experiment(
+            [self.policy.value], maxmemory=limit, ttl=ttl, layout=layout, binary=self.binary
+        )
         self.result = result
         self.history = [*self.history, result][-HISTORY:]
         self.say(
             f"{result.sessions} sessions, {result.hot} came back, {result.sessions} more: "
-            f"hot kept {result.hot_kept}, refused {result.refused}, "
+            f"hot kept {result.hot_kept}, new kept {result.new_kept}, refused {result.refused}, "
             f"INFO stats evicted_keys {result.evicted_keys}"
         )
         self.chart.value = bar_chart(self.history)
