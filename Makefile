@@ -13,9 +13,10 @@ SANITIZE := tests/nbval_sanitize.cfg
 LINTED := sessionlab tests conftest.py
 # pytest-xdist workers per run. The tests mostly wait on servers, kernels and the browser, so
 # more workers than the 2 cores of a small CI machine still pay; loadscope keeps each notebook
-# (one kernel) and the browser tests (one JupyterLab) in one worker.
+# (one kernel) and the browser tests (one JupyterLab) in one worker; the longest start first
+# (conftest.py orders them).
 JOBS   ?= 4
-XDIST  := -n $(JOBS) --dist loadscope
+XDIST  := -n $(JOBS) --dist loadscope --no-loadscope-reorder
 # How the pinned run checks the notebooks: outputs compared (use --nbval-lax to only run them).
 NBVAL  ?= --nbval
 

@@ -31,6 +31,23 @@ def _same_ids_in_every_worker(config) -> None:
         os.environ[WORKER_HASH_SEED] = "1"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Longest first, as xdist hands out whole modules/notebooks in this order (with
+    ``--no-loadscope-reorder``): the browser tests (one JupyterLab for all lessons), then the
+    lessons, the last one first (later lessons run longer), then the unit tests."""
+    lessons = sorted({item.path for item in items if item.path.suffix == ".ipynb"}, reverse=True)
+    rank = {path: n for n, path in enumerate(lessons)}
+
+    def longest_first(item) -> tuple[int, int]:
+        if "browser" in item.keywords:
+            return (0, 0)
+        if item.path in rank:
+            return (1, rank[item.path])
+        return (2, 0)
+
+    items.sort(key=longest_first)  # stable: the order within each module is kept
+
+
 def pytest_configure(config):
     _same_ids_in_every_worker(config)
     for name in SERVER_VARIABLES:
