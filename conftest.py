@@ -13,8 +13,43 @@ import tempfile
 from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES
 from sessionlab.server import wheel_server
 
+#: Set by the xdist controller for its workers only: the kernels they start must not inherit it.
+WORKER_HASH_SEED = "SESSIONLAB_WORKER_HASH_SEED"
+
+
+def _same_ids_in_every_worker(config) -> None:
+    """Give xdist workers one hash seed: a test id built from a set's repr must not differ.
+
+    Only the workers' own interpreters get it; the kernels they start get a random seed, as a
+    student's do, so that nbval still sees set-ordering differences.
+    """
+    if hasattr(config, "workerinput"):
+        if os.environ.pop(WORKER_HASH_SEED, None):
+            os.environ.pop("PYTHONHASHSEED", None)
+    elif config.getoption("numprocesses", None) and "PYTHONHASHSEED" not in os.environ:
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.environ[WORKER_HASH_SEED] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first, as xdist hands out whole modules/notebooks in this order (with
+    ``--no-loadscope-reorder``): the browser tests (one JupyterLab for all lessons), then the
+    lessons, the last one first (later lessons run longer), then the unit tests."""
+    lessons = sorted({item.path for item in items if item.path.suffix == ".ipynb"}, reverse=True)
+    rank = {path: n for n, path in enumerate(lessons)}
+
+    def longest_first(item) -> tuple[int, int]:
+        if "browser" in item.keywords:
+            return (0, 0)
+        if item.path in rank:
+            return (1, rank[item.path])
+        return (2, 0)
+
+    items.sort(key=longest_first)  # stable: the order within each module is kept
+
 
 def pytest_configure(config):
+    _same_ids_in_every_worker(config)
     for name in SERVER_VARIABLES:
         os.environ.pop(name, None)
     os.environ[ENV_FILE_VARIABLE] = os.devnull

@@ -1,0 +1,72 @@
+"""`pip install sessionlab` without extras: only redis-py and python-dotenv, and the store works.
+
+A throwaway venv (no pip of its own) gets this checkout's package and the two base
+dependencies, nothing else (``--no-deps``), from pip's cache or the index. Then a fresh
+interpreter in it imports ``sessionlab`` and uses the store on a real server.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+
+import pytest
+from helpers import ROOT
+
+BASE = {"redis", "python-dotenv"}
+
+USE_THE_STORE = """
+import importlib.metadata, json, sys
+import sessionlab
+from sessionlab import LabServer, SessionStore
+
+requires = importlib.metadata.requires("sessionlab") or []
+base = sorted(r.split(";")[0].split(">")[0].split("=")[0].strip() for r in requires
+              if "extra ==" not in r)
+with LabServer() as server:
+    store = SessionStore(server.client(), prefix="pkg")
+    sid = store.new_id()
+    store.create(sid, {"user_id": "U001", "name": "Rohith"})
+    profile = store.get(sid)
+    quantity = store.add_to_cart(sid, "SKU-1", 2)
+    deleted = store.delete(sid)
+distributions = sorted(d.metadata["Name"] for d in importlib.metadata.distributions())
+print(json.dumps({"base": base, "profile": profile, "quantity": quantity, "deleted": deleted,
+                  "distributions": distributions}))
+"""
+
+
+@pytest.mark.slow
+def test_base_install_has_only_redis_and_dotenv_and_the_store_works(tmp_path):
+    source = tmp_path / "source"  # a copy: building must not write into the checkout
+    shutil.copytree(ROOT / "sessionlab", source / "sessionlab")
+    for name in ["pyproject.toml", "README.md"]:
+        shutil.copy2(ROOT / name, source / name)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=False)
+    python = env_dir / "bin" / "python"
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in sorted(BASE)]
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]
+    subprocess.run([*install, "--no-deps", *pins, str(source)], check=True, timeout=300)
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    done = subprocess.run(
+        [str(python), "-I", "-c", USE_THE_STORE],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result["base"]) == BASE  # pyproject's dependencies, without extras
+    assert set(result["distributions"]) == BASE | {"sessionlab"}
+    assert result["profile"] == {"user_id": "U001", "name": "Rohith"}
+    assert result["quantity"] == 2
+    assert result["deleted"] is True
