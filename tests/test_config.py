@@ -12,6 +12,8 @@ from helpers import ROOT
 from sessionlab import ConfigError, SessionError, Settings, load_settings
 from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES, mask_url, read_environment
 
+pytestmark = pytest.mark.pinned_only  # reading settings does not depend on the server
+
 SECRET = "pw-S3cr3t-x9"
 
 

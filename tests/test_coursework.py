@@ -44,6 +44,7 @@ def questions(notebook: nbformat.NotebookNode) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.second_server  # also the "lessons run on Redis 7.x" check
 @pytest.mark.parametrize("lesson", LESSONS, ids=stem)
 def test_lesson_runs_twice_in_one_kernel(lesson: Path) -> None:
     """Run All, then Run All again in the same kernel: no cell may raise either time."""
@@ -69,6 +70,7 @@ def test_lesson_runs_twice_in_one_kernel(lesson: Path) -> None:
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", LESSONS, ids=stem)
 def test_committed_widgets_have_saved_state(lesson: Path) -> None:
     """Every widget output has its model in the saved state (regenerate_notebooks keeps it), so
@@ -89,6 +91,7 @@ def test_committed_widgets_have_saved_state(lesson: Path) -> None:
 # -- the student edition ------------------------------------------------------------------------
 
 
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", LESSONS, ids=stem)
 def test_lesson_has_exercises(lesson: Path) -> None:
     names = questions(nbformat.read(lesson, as_version=4))
@@ -96,6 +99,7 @@ def test_lesson_has_exercises(lesson: Path) -> None:
     assert len(set(names)) == len(names), f"question names repeat: {names}"
 
 
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", LESSONS, ids=stem)
 def test_student_edition_is_current(lesson: Path, tmp_path: Path) -> None:
     """student/ is committed: it must be what ``make student`` writes from the master now."""
@@ -107,6 +111,7 @@ def test_student_edition_is_current(lesson: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", WITH_EXERCISES, ids=stem)
 def test_student_edition_hides_answers(lesson: Path) -> None:
     student = nbformat.read(coursework.STUDENT / lesson.name, as_version=4)
@@ -185,6 +190,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]
 
 
 @pytest.mark.slow
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", WITH_EXERCISES, ids=stem)
 def test_solutions_score_one(graded: dict[str, dict[str, str]], lesson: Path) -> None:
     row = graded[lesson.name]
@@ -195,6 +201,7 @@ def test_solutions_score_one(graded: dict[str, dict[str, str]], lesson: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", WITH_EXERCISES, ids=stem)
 def test_untouched_student_edition_scores_zero_and_runs(
     graded: dict[str, dict[str, str]], lesson: Path
@@ -206,6 +213,7 @@ def test_untouched_student_edition_scores_zero_and_runs(
 
 
 @pytest.mark.slow
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda f: f[0].split("_")[0])
 def test_wrong_answers_score_accordingly(graded: dict[str, dict[str, str]], fixture: tuple) -> None:
     name, master, _line, _answer, score = fixture

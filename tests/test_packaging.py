@@ -42,6 +42,7 @@ print(json.dumps({"base": base, "profile": profile, "quantity": quantity, "delet
 
 
 @pytest.mark.slow
+@pytest.mark.pinned_only
 def test_base_install_has_only_redis_and_dotenv_and_the_store_works(tmp_path):
     source = tmp_path / "source"  # a copy: building must not write into the checkout
     shutil.copytree(ROOT / "sessionlab", source / "sessionlab")
