@@ -69,7 +69,7 @@ def create_app(store: SessionStore, *, secure: bool = False) -> Flask:
     @app.post("/login")
     def login() -> Any:
         user_id = _param(request.form, "user_id")
-        current_session().login(user_id)  # a fresh id: nothing from before survives
+        current_session().login(user_id)  # a new id (rotate): an id known before is dead
         return {"user_id": user_id}
 
     @app.post("/cart/add")
