@@ -170,17 +170,20 @@ class StoreSession(dict, SessionMixin):  # type: ignore[type-arg]
         A session this request had is moved to the new id with ``store.rotate(..., user_id)``,
         one step that also links it to the user: an anonymous visitor keeps the cart, and the
         old id (perhaps planted by an attacker) is dead. A session of *another* user is ended
-        instead (nothing of theirs carries over). ``profile`` fields (and ``user_id``) are
-        written into the session now, so that cart calls can follow.
+        instead (nothing of theirs carries over). The user id has one home, the session's link
+        (:attr:`user_id`, what ``logout_everywhere`` uses), not a profile field; ``profile``
+        fields are written now, so that cart calls can follow.
         """
-        data = {"user_id": user_id, **profile}
+        data = dict(profile)
         session_id = None
         if self.session_id is not None and self.user_id in (None, user_id):
             self.flush()  # this request's own changes move with the session
             if self.session_id is not None:
                 session_id = self.store.rotate(self.session_id, user_id=user_id)
-        if session_id is None or not self.store.patch(session_id, data):
-            self.clear()  # another user's session, or gone meanwhile: start afresh
+            if session_id is not None and data and not self.store.patch(session_id, data):
+                session_id = None  # expired right after the rotation
+        if session_id is None:  # no session, another user's, or gone meanwhile: start afresh
+            self.clear()
             session_id = self.store.new_id()
             self.store.create(session_id, data, user_id=user_id)
             self.ttl = _initial_ttl(self.store)

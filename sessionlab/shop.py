@@ -92,7 +92,8 @@ def create_app(store: SessionStore, *, secure: bool = False) -> Flask:
 
     @app.get("/profile")
     def profile() -> Any:
-        return dict(session)
+        # the user id is the session's link to its user (one home), not a profile field
+        return {"user_id": current_session().user_id, **session}
 
     @app.post("/logout")
     def logout() -> Any:

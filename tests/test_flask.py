@@ -212,7 +212,7 @@ def test_two_overlapping_requests_changing_different_fields_both_win(web) -> Non
     # back what it loaded would put b=0 again:
     assert client.call("POST", "/set", sid, params={"key": "b", "value": "2"}).status_code == 200
     gates.release("a", thread)
-    assert store.get(sid) == {"user_id": "U001", "a": "1", "b": "2"}
+    assert store.get(sid) == {"a": "1", "b": "2"}
 
 
 def test_a_change_in_place_is_written_and_del_removes_the_field(web) -> None:
@@ -222,7 +222,7 @@ def test_a_change_in_place_is_written_and_del_removes_the_field(web) -> None:
     client.call("POST", "/prefs", sid, params={"theme": "light"})
     assert store.get(sid)["prefs"] == {"theme": "light"}
     client.call("POST", "/del", sid, params={"key": "prefs"})
-    assert store.get(sid) == {"user_id": "U001"}
+    assert store.get(sid) == {}
 
 
 def test_a_value_json_cannot_hold_is_refused_in_the_view(store: SessionStore) -> None:
@@ -293,7 +293,7 @@ def test_login_gives_a_fresh_id_and_kills_the_old_one(web) -> None:
     new = client.call("POST", "/login", old, data={"user_id": "U002"}).json()["sid"]
     assert new != old
     assert store.load(old) is None
-    assert store.get(new) == {"user_id": "U002"}
+    assert store.get(new) == {} and store.load(new).user_id == "U002"
 
 
 def test_rotate_keeps_the_data_under_a_new_id(web) -> None:
@@ -318,7 +318,7 @@ def test_login_keeps_an_anonymous_cart_under_a_new_linked_id(web) -> None:
     new = client.call("POST", "/login", old, data={"user_id": "U003"}).json()["sid"]
     assert new != old and store.load(old) is None
     session = store.load(new)
-    assert session.profile == {"theme": "dark", "user_id": "U003"}
+    assert session.profile == {"theme": "dark"}  # the user id is the link, not a field
     assert session.cart == {"SKU-MUG": 1} and session.user_id == "U003"
     assert [info.session_id for info in store.sessions_of("U003")] == [new]
     store.logout_everywhere("U003")
@@ -330,7 +330,8 @@ def test_login_as_another_user_carries_nothing_over(web) -> None:
     client.call("POST", "/add", first)
     new = client.call("POST", "/login", first, data={"user_id": "U004"}).json()["sid"]
     assert store.load(first) is None
-    assert store.get(new) == {"user_id": "U004"} and store.get_cart(new) == {}
+    assert store.get(new) == {} and store.get_cart(new) == {}
+    assert store.load(new).user_id == "U004"
     store.logout_everywhere("U004")
 
 
@@ -413,5 +414,5 @@ def test_a_save_whose_reply_is_lost_answers_503(slow_reply_web, server: LabServe
     response = held["result"]["response"]
     assert response.status_code == 503, response.text
     assert "may or may not have been saved" in response.json()["error"]
-    assert store.get(sid) == {"user_id": "U001", "a": "1"}  # the patch ran once, on resume
+    assert store.get(sid) == {"a": "1"}  # the patch ran once, on resume
     assert client.call("POST", "/set", sid, params={"key": "a", "value": "2"}).status_code == 200
