@@ -189,7 +189,7 @@ def test_acl_hidden_check_wants_channels_reset(server, used):
 
 def rotating(store, session_id, user_id, name):
     new_id = store.rotate(session_id, user_id=user_id)
-    store.patch(new_id, {"user_id": user_id, "name": name})
+    store.patch(new_id, {"name": name})
     return new_id
 
 
