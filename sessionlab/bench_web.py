@@ -348,8 +348,8 @@ class WebLab:
 
 
 def _sessionlab_keys(store: SessionStore) -> Callable[[str], list[str]]:
-    """A session's hash, and the short-lived record of its recent writes (at most once)."""
-    return lambda sid: [store.key(sid), store.key(sid) + ":w"]
+    """A session is its one hash (the user's index is shared by all of that user's sessions)."""
+    return lambda sid: [store.key(sid)]
 
 
 @dataclass
@@ -363,7 +363,7 @@ class Report:
     logout_trials: int
     keys: int
     keys_without_ttl: int
-    bytes_per_session: list[int]  # per key of the session (sessionlab: hash, write memory)
+    bytes_per_session: list[int]  # per key of the session (one key on both shops)
     round_trips: dict[str, float]
 
 
@@ -394,6 +394,8 @@ def table(reports: list[Report]) -> str:
     rows.append(("undone logouts", *(f"{r.undone_logouts}/{r.logout_trials}" for r in reports)))
     rows.append(("keys without TTL", *(f"{r.keys_without_ttl}/{r.keys}" for r in reports)))
     rows.append(("bytes per session", *(_bytes(r.bytes_per_session) for r in reports)))
+    base = sum(reports[-1].bytes_per_session)  # the last column: Flask-Session, the reference
+    rows.append(("bytes vs Flask-Session", *(_ratio(r.bytes_per_session, base) for r in reports)))
     for kind in reports[0].round_trips:
         rows.append((f"round trips {kind}", *(f"{r.round_trips[kind]:.1f}" for r in reports)))
     rows.append(("cart adds/s", *(f"{r.cart.fired.per_second:.0f}" for r in reports)))
@@ -407,6 +409,10 @@ def table(reports: list[Report]) -> str:
         )
         for row in rows
     )
+
+
+def _ratio(sizes: list[int], base: int) -> str:
+    return f"{sum(sizes) / base:.2f}x" if base else "-"
 
 
 def _bytes(sizes: list[int]) -> str:

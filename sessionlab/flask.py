@@ -9,6 +9,8 @@ Session's "save on set attribute" does the same). The cart is never written back
 
 A cookie that is garbage, unknown or expired is simply "no session" (never a 500), and a
 logout cannot be undone by a request still in flight: ``patch`` never recreates a session.
+A write whose reply never came answers 503 (the store sends no write twice; see
+:class:`~sessionlab.errors.WriteOutcomeUnknown`).
 
     from flask import Flask, session
     from sessionlab import SessionStore, connect
@@ -32,11 +34,19 @@ from flask import Flask, Request, Response, current_app
 from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
-from .errors import CorruptSession, InvalidSessionId
+from .errors import CorruptSession, InvalidSessionId, WriteOutcomeUnknown
 from .store import SessionStore, profile_fields
 
 #: The ``app.extensions`` entry that holds the store, for code outside a request's session.
 EXTENSION = "sessionlab"
+
+#: What a client gets when a write's reply never came (:class:`WriteOutcomeUnknown`): the id
+#: and the key stay out of it (the body may end up in logs).
+OUTCOME_UNKNOWN = (
+    "Redis did not answer in time, so this request's change may or may not have been saved. "
+    "It was not sent again (that could apply it twice): reload to see what was saved, and "
+    "repeat the change only if it is missing."
+)
 
 
 class StoreSession(dict, SessionMixin):  # type: ignore[type-arg]
@@ -155,19 +165,33 @@ class StoreSession(dict, SessionMixin):  # type: ignore[type-arg]
     # -- session-level actions -----------------------------------------------------------
 
     def login(self, user_id: str, **profile: Any) -> str:
-        """Start a fresh session for ``user_id`` (a new id: no session fixation); the new id.
+        """Log ``user_id`` in under a NEW session id (no session fixation); the new id.
 
-        Any session this request had is deleted first; ``profile`` fields (and ``user_id``)
-        become the new session's profile, written now so that cart calls can follow.
+        A session this request had is moved to the new id with ``store.rotate(..., user_id)``,
+        one step that also links it to the user: an anonymous visitor keeps the cart, and the
+        old id (perhaps planted by an attacker) is dead. A session of *another* user is ended
+        instead (nothing of theirs carries over). The user id has one home, the session's link
+        (:attr:`user_id`, what ``logout_everywhere`` uses), not a profile field; ``profile``
+        fields are written now, so that cart calls can follow.
         """
-        self.clear()
-        data = {"user_id": user_id, **profile}
-        session_id = self.store.new_id()
-        self.store.create(session_id, data, user_id=user_id)
+        data = dict(profile)
+        session_id = None
+        if self.session_id is not None and self.user_id in (None, user_id):
+            self.flush()  # this request's own changes move with the session
+            if self.session_id is not None:
+                session_id = self.store.rotate(self.session_id, user_id=user_id)
+            if session_id is not None and data and not self.store.patch(session_id, data):
+                session_id = None  # expired right after the rotation
+        if session_id is None:  # no session, another user's, or gone meanwhile: start afresh
+            self.clear()
+            session_id = self.store.new_id()
+            self.store.create(session_id, data, user_id=user_id)
+            self.ttl = _initial_ttl(self.store)
         dict.update(self, data)
         self.session_id, self.user_id, self.new_id = session_id, user_id, True
-        self.ttl = _initial_ttl(self.store)
-        self._loaded = {key: _fingerprint(value) for key, value in data.items()}
+        self._loaded = {key: _fingerprint(value) for key, value in self.items()}
+        self._set = set()
+        self.ended = False
         return session_id
 
     def rotate(self) -> str | None:
@@ -298,7 +322,11 @@ class StoreSessionInterface(SessionInterface):
     def save_session(self, app: Flask, session: StoreSession, response: Response) -> None:  # type: ignore[override]
         if session.accessed:
             response.vary.add("Cookie")
-        session.flush()
+        try:
+            session.flush()
+        except WriteOutcomeUnknown:  # here Flask would answer 500: say what happened instead
+            _outcome_unknown(response)
+            return
         if session.session_id is None:
             if session.stale_cookie or session.ended:
                 response.delete_cookie(
@@ -331,9 +359,12 @@ def init_app(app: Flask, store: SessionStore, **options: Any) -> StoreSessionInt
     ``options``: ``cookie_name`` (``"sid"``), ``secure`` (``False``; set ``True`` behind
     HTTPS), ``samesite`` (``"Lax"``), ``refresh_each_request`` (``True``: renew the cookie's
     ``Max-Age`` on every response, as the idle expiry slides). The cookie is always HttpOnly.
+    A write whose reply never came (:class:`~sessionlab.errors.WriteOutcomeUnknown`, in a view
+    or when the session is saved) answers 503 with ``{"error": ...}``, never 500.
     """
     interface = StoreSessionInterface(store, **options)
     app.session_interface = interface
+    app.register_error_handler(WriteOutcomeUnknown, lambda _error: _outcome_unknown(Response()))
     app.extensions[EXTENSION] = store
     return interface
 
@@ -357,7 +388,7 @@ def current_store() -> SessionStore:
 
 
 def login(user_id: str, **profile: Any) -> str:
-    """Start a fresh session for ``user_id`` in this request; see :meth:`StoreSession.login`."""
+    """Log ``user_id`` in under a new session id in this request (:meth:`StoreSession.login`)."""
     return current_session().login(user_id, **profile)
 
 
@@ -367,6 +398,14 @@ def logout() -> bool:
     had = session.session_id is not None
     session.clear()
     return had
+
+
+def _outcome_unknown(response: Response) -> Response:
+    """Turn ``response`` into the 503 for a write whose outcome is unknown."""
+    response.status_code = 503
+    response.set_data(json.dumps({"error": OUTCOME_UNKNOWN}))
+    response.mimetype = "application/json"
+    return response
 
 
 def _fingerprint(value: Any) -> str:

@@ -177,13 +177,13 @@ def commands_used(admin: redis.Redis, run: Callable[[], object]) -> list[str]:
     return sorted(names - _MEASURING)
 
 
-def store_workout(store: Any, user_id: str, writes: int = 300) -> None:
+def store_workout(store: Any, user_id: str, writes: int = 3) -> None:
     """Call every method of ``store`` on fresh sessions of ``user_id``; leave nothing behind.
 
     What the web app does over a day, so :func:`commands_used` sees every command it needs:
-    also on sessions that are gone, with a per-user limit, and ``writes`` profile writes,
-    because some commands run only now and then (the store tidies its write memory on a
-    random 1 write in 16).
+    also on sessions that are gone, a login that links an anonymous session (``rotate`` with
+    ``user_id``), and a per-user limit. Every call sends the same commands each time (nothing
+    random), so ``writes`` profile writes are only there to look like a day's work.
     """
     first = store.new_id()
     store.create(first, {"device": "laptop"}, user_id=user_id)
@@ -216,6 +216,11 @@ def store_workout(store: Any, user_id: str, writes: int = 300) -> None:
     limited = type(store)(store.client, prefix=store.prefix, max_sessions_per_user=1)
     for device in ("laptop", "phone"):
         limited.create(limited.new_id(), {"device": device}, user_id=user_id)
+    # a login: an anonymous session (a cart) rotated and linked to the user, past the limit
+    anonymous = limited.new_id()
+    limited.create(anonymous, {"device": "tablet"})
+    limited.add_to_cart(anonymous, "SKU-RED-MUG")
+    limited.rotate(anonymous, user_id=user_id)
     limited.logout_everywhere(user_id)
 
 

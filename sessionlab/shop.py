@@ -69,7 +69,7 @@ def create_app(store: SessionStore, *, secure: bool = False) -> Flask:
     @app.post("/login")
     def login() -> Any:
         user_id = _param(request.form, "user_id")
-        current_session().login(user_id)  # a fresh id: nothing from before survives
+        current_session().login(user_id)  # a new id (rotate): an id known before is dead
         return {"user_id": user_id}
 
     @app.post("/cart/add")
@@ -92,7 +92,8 @@ def create_app(store: SessionStore, *, secure: bool = False) -> Flask:
 
     @app.get("/profile")
     def profile() -> Any:
-        return dict(session)
+        # the user id is the session's link to its user (one home), not a profile field
+        return {"user_id": current_session().user_id, **session}
 
     @app.post("/logout")
     def logout() -> Any:

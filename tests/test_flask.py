@@ -212,7 +212,7 @@ def test_two_overlapping_requests_changing_different_fields_both_win(web) -> Non
     # back what it loaded would put b=0 again:
     assert client.call("POST", "/set", sid, params={"key": "b", "value": "2"}).status_code == 200
     gates.release("a", thread)
-    assert store.get(sid) == {"user_id": "U001", "a": "1", "b": "2"}
+    assert store.get(sid) == {"a": "1", "b": "2"}
 
 
 def test_a_change_in_place_is_written_and_del_removes_the_field(web) -> None:
@@ -222,7 +222,7 @@ def test_a_change_in_place_is_written_and_del_removes_the_field(web) -> None:
     client.call("POST", "/prefs", sid, params={"theme": "light"})
     assert store.get(sid)["prefs"] == {"theme": "light"}
     client.call("POST", "/del", sid, params={"key": "prefs"})
-    assert store.get(sid) == {"user_id": "U001"}
+    assert store.get(sid) == {}
 
 
 def test_a_value_json_cannot_hold_is_refused_in_the_view(store: SessionStore) -> None:
@@ -293,7 +293,7 @@ def test_login_gives_a_fresh_id_and_kills_the_old_one(web) -> None:
     new = client.call("POST", "/login", old, data={"user_id": "U002"}).json()["sid"]
     assert new != old
     assert store.load(old) is None
-    assert store.get(new) == {"user_id": "U002"}
+    assert store.get(new) == {} and store.load(new).user_id == "U002"
 
 
 def test_rotate_keeps_the_data_under_a_new_id(web) -> None:
@@ -306,3 +306,113 @@ def test_rotate_keeps_the_data_under_a_new_id(web) -> None:
     assert response.headers["Set-Cookie"].startswith(f"sid={new};")
     assert store.load(sid) is None
     assert store.get_cart(new) == {"SKU-MUG": 1}
+
+
+def test_login_keeps_an_anonymous_cart_under_a_new_linked_id(web) -> None:
+    """An anonymous visitor's session (a cart, a field) is rotated at login: the data moves,
+    the old id is dead, and the user's index lists the new id (log out everywhere finds it)."""
+    client, _, store = web
+    anonymous = client.call("POST", "/set", params={"key": "theme", "value": "dark"})
+    old = anonymous.cookies["sid"]
+    client.call("POST", "/add", old)
+    new = client.call("POST", "/login", old, data={"user_id": "U003"}).json()["sid"]
+    assert new != old and store.load(old) is None
+    session = store.load(new)
+    assert session.profile == {"theme": "dark"}  # the user id is the link, not a field
+    assert session.cart == {"SKU-MUG": 1} and session.user_id == "U003"
+    assert [info.session_id for info in store.sessions_of("U003")] == [new]
+    store.logout_everywhere("U003")
+
+
+def test_login_as_another_user_carries_nothing_over(web) -> None:
+    client, _, store = web
+    first = login(client)  # U001
+    client.call("POST", "/add", first)
+    new = client.call("POST", "/login", first, data={"user_id": "U004"}).json()["sid"]
+    assert store.load(first) is None
+    assert store.get(new) == {} and store.get_cart(new) == {}
+    assert store.load(new).user_id == "U004"
+    store.logout_everywhere("U004")
+
+
+# -- a write whose reply never came: 503, never 500, never sent twice ----------------------------
+
+
+def stall_during(server: LabServer, seconds: float, start, finish) -> None:
+    """``start()`` a request that waits at a gate; stop the server (SIGSTOP), ``finish()`` (open
+    the gate), keep the server stopped ``seconds`` (past the client's reply timeout), resume."""
+    import os
+    import signal
+    import time
+
+    start()
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        finish()
+        time.sleep(seconds)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def slow_reply_web(server: LabServer) -> Iterator[tuple[Client, Gates, SessionStore, Flask]]:
+    """The app on a store whose client waits 0.3 s for a reply, with a gate BEFORE the view's
+    cart add (``X-Before``) as well as the usual one before the save."""
+    raw = server.client(socket_timeout=0.3)
+    store = SessionStore(raw, prefix=unique_prefix())
+    app = make_app(store)
+    before = threading.Event()
+    reached = threading.Event()
+
+    @app.post("/add-later")
+    def add_later() -> Any:
+        reached.set()
+        assert before.wait(10)
+        return jsonify(quantity=current_session().add_to_cart("SKU-MUG", 1))
+
+    app.extensions["test-gate"] = (reached, before)
+    gates = Gates(app)
+    with ShopServer(app, threads=4) as shop:
+        client = Client(shop.url)
+        yield client, gates, store, app
+        client.close()
+    raw.close()
+
+
+def test_a_cart_add_whose_reply_is_lost_answers_503_and_is_applied_once(
+    slow_reply_web, server: LabServer
+) -> None:
+    client, _, store, app = slow_reply_web
+    reached, before = app.extensions["test-gate"]
+    sid = login(client)
+    result: dict[str, requests.Response] = {}
+    thread = threading.Thread(
+        target=lambda: result.update(r=client.call("POST", "/add-later", sid))
+    )
+    stall_during(server, 1.5, lambda: (thread.start(), reached.wait(10)), before.set)
+    thread.join(10)
+    response = result["r"]
+    assert response.status_code == 503, response.text
+    assert "may or may not have been saved" in response.json()["error"]
+    assert sid not in response.text
+    assert store.get_cart(sid) == {"SKU-MUG": 1}  # sent once, run once when Redis resumed
+
+
+def test_a_save_whose_reply_is_lost_answers_503(slow_reply_web, server: LabServer) -> None:
+    """The view ran; the patch of its changed field at the end of the request gets no reply."""
+    client, gates, store, _ = slow_reply_web
+    sid = login(client)
+    held: dict[str, Any] = {}
+
+    def start() -> None:
+        held["thread"], held["result"] = gates.send(
+            client, "POST", "/set", sid, "save", params={"key": "a", "value": "1"}
+        )
+
+    stall_during(server, 1.5, start, lambda: gates.open["save"].set())
+    held["thread"].join(10)
+    response = held["result"]["response"]
+    assert response.status_code == 503, response.text
+    assert "may or may not have been saved" in response.json()["error"]
+    assert store.get(sid) == {"a": "1"}  # the patch ran once, on resume
+    assert client.call("POST", "/set", sid, params={"key": "a", "value": "2"}).status_code == 200

@@ -188,6 +188,13 @@ def test_acl_hidden_check_wants_channels_reset(server, used):
 
 
 def rotating(store, session_id, user_id, name):
+    new_id = store.rotate(session_id, user_id=user_id)
+    store.patch(new_id, {"name": name})
+    return new_id
+
+
+def rotating_unlinked(store, session_id, user_id, name):
+    """Rotates, but leaves the session out of the user's index (logout everywhere misses it)."""
     new_id = store.rotate(session_id)
     store.patch(new_id, {"user_id": user_id, "name": name})
     return new_id
@@ -217,6 +224,7 @@ def test_login_check_passes_rotation_and_explains_the_naive_login(server):
     verdict = check.rotating_login(naive, store=store)
     assert not verdict and "kept the id the browser came with" in repr(verdict)
     assert "the cart is {}" in repr(check.rotating_login(recreating, store=store))
+    assert "not linked to the user" in repr(check.rotating_login(rotating_unlinked, store=store))
     assert repr(check.rotating_login(stub, store=store)).startswith("❌ Not answered yet")
 
 

@@ -84,6 +84,18 @@ def test_lists_every_device_of_the_user_with_one_button_each(panel, sessions):
     assert "ZRANGE session:user:{U001} 0 -1" in panel.log_text
 
 
+def test_rows_are_in_device_order_whatever_second_each_signed_in(raw, store, sessions, panel):
+    """Creation times are whole seconds: sessions made in one burst may straddle a second,
+    which must not reorder the rows (a notebook prints them)."""
+    raw.hset(
+        store.key(sessions["tablet"]),
+        "_c",
+        int(raw.hget(store.key(sessions["tablet"]), "_c")) - 100,
+    )
+    panel.refresh.click()
+    assert panel.devices == DEVICES
+
+
 def test_other_users_sessions_are_not_listed(store, sessions, panel):
     store.create(store.new_id(), {"device": "someone else's"}, user_id="U002")
     panel.refresh.click()

@@ -93,7 +93,7 @@ def _try_login(my_login: Callable[..., Any], store: SessionStore) -> tuple[str, 
 
 @check
 def rotating_login(my_login: Any, *, store: SessionStore) -> str:
-    old, new, _user = _try_login(my_login, store)
+    old, new, user = _try_login(my_login, store)
     try:
         if store.get(old) is not None:
             raise Wrong("the old id still reads the session: rotate it (store.rotate) at login.")
@@ -105,9 +105,12 @@ def rotating_login(my_login: Any, *, store: SessionStore) -> str:
                 f"the cart is {session.cart}, not {{'SKU-RED-MUG': 2}}: rotate the session "
                 "instead of creating a new one, so the cart moves with it."
             )
-        if session.profile.get("name") != "Rohith" or "user_id" not in session.profile:
+        if session.profile.get("name") != "Rohith":
+            raise Wrong("the new session's profile has no name: patch the name into it.")
+        if session.user_id != user or new not in [i.session_id for i in store.sessions_of(user)]:
             raise Wrong(
-                "the new session does not say who logged in: patch user_id and name into it."
+                "the session is not linked to the user, so 'log out everywhere' would miss it: "
+                "pass the user to the rotation, store.rotate(session_id, user_id=user_id)."
             )
     finally:
         store.delete(new)

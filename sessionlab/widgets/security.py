@@ -51,8 +51,9 @@ class DevicePanel(Panel):
             (info, str((self.store.get(info.session_id) or {}).get("device", "?")))
             for info in infos
         ]
-        # oldest first; sessions of the same second by name, so the order never looks random
-        named.sort(key=lambda pair: (pair[0].created_at, pair[1]))
+        # by device name: creation times are whole seconds, so "oldest first" would reorder
+        # devices signed in within one second whenever they straddle a second boundary
+        named.sort(key=lambda pair: (pair[1], pair[0].created_at, pair[0].session_id))
         rows = []
         for info, device in named:
             here = " (this device)" if info.session_id == self.current else ""
