@@ -35,7 +35,7 @@ from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
 from .errors import CorruptSession, InvalidSessionId, WriteOutcomeUnknown
-from .store import SessionStore, profile_fields
+from .store import SessionStore, fingerprint, profile_fields
 
 #: The ``app.extensions`` entry that holds the store, for code outside a request's session.
 EXTENSION = "sessionlab"
@@ -303,8 +303,11 @@ class StoreSessionInterface(SessionInterface):
             loaded = self.store.load(cookie)
         except InvalidSessionId:  # garbage such as "abc{def}": no session, never a 500
             loaded = None
-        except CorruptSession as error:  # not ours to read; say so, serve as "no session"
-            app.logger.warning("sessionlab: ignoring a session cookie: %s", error)
+        except CorruptSession:  # not ours to read; say so (never the id), serve as "no session"
+            app.logger.warning(
+                "sessionlab: ignoring a session cookie whose key holds no session (%s)",
+                fingerprint(cookie),
+            )
             loaded = None
         if loaded is None:
             session = StoreSession(self.store)

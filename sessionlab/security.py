@@ -8,7 +8,6 @@ built with TLS, its certificates are made by the ``openssl`` command at run time
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pwd
@@ -29,6 +28,7 @@ import redis
 from . import lifeline
 from .errors import InvalidSetting, ServerError
 from .server import HOST, LabServer, find_redis_server, free_port
+from .store import fingerprint
 
 # -- ids -------------------------------------------------------------------------------------
 
@@ -41,12 +41,6 @@ def expected_guesses(bits: int, live_sessions: int) -> float:
     if bits < 1 or live_sessions < 1:
         raise InvalidSetting(f"bits={bits}, live_sessions={live_sessions}: both must be >= 1.")
     return 2.0**bits / live_sessions
-
-
-def fingerprint(session_id: str) -> str:
-    """A log-safe stand-in for a session id: the same id always gives the same short tag,
-    but the tag cannot be turned back into the id (SHA-256, first 48 bits)."""
-    return "sid#" + hashlib.sha256(session_id.encode()).hexdigest()[:12]
 
 
 #: What ``SessionStore.new_id()`` makes: 43 URL-safe characters.

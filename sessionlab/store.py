@@ -29,6 +29,7 @@ raises :class:`~sessionlab.errors.WriteOutcomeUnknown` instead of being sent twi
 from __future__ import annotations
 
 import binascii
+import hashlib
 import inspect
 import json
 import math
@@ -686,6 +687,12 @@ class SessionStore:
 
 
 # -- checks and encoding -----------------------------------------------------------------
+
+
+def fingerprint(session_id: str) -> str:
+    """A log-safe stand-in for a session id: the same id always gives the same short tag,
+    but the tag cannot be turned back into the id (SHA-256, first 48 bits)."""
+    return "sid#" + hashlib.sha256(session_id.encode()).hexdigest()[:12]
 
 
 def check_client(client: object) -> None:

@@ -22,6 +22,7 @@ from sessionlab import LabServer, SessionStore, UnserializableData
 from sessionlab.bench_web import Client, count_round_trips
 from sessionlab.flask import current_session, current_session_id, init_app
 from sessionlab.shop import ShopServer
+from sessionlab.store import fingerprint
 
 
 class Gates:
@@ -192,12 +193,18 @@ def test_expired_session_is_no_session_and_its_cookie_is_dropped(web) -> None:
     assert store.client.exists(store.key(sid)) == 0
 
 
-def test_a_key_that_is_not_a_session_is_no_session(web) -> None:
+def test_a_key_that_is_not_a_session_is_no_session(web, caplog) -> None:
+    """Served as "no session", and logged with the id's fingerprint, never the id itself."""
     client, _, store = web
-    store.client.set(store.key("not-a-session"), "<html>")
-    response = client.call("GET", "/whoami", "not-a-session")
+    sid = SessionStore.new_id()
+    store.client.set(store.key(sid), "<html>")
+    with caplog.at_level("WARNING"):
+        response = client.call("GET", "/whoami", sid)
     assert response.status_code == 200 and response.json()["sid"] is None
-    store.client.delete(store.key("not-a-session"))
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert fingerprint(sid) in logged
+    assert sid not in logged
+    store.client.delete(store.key(sid))
 
 
 # -- only what a request changed is written ----------------------------------------------------
