@@ -229,6 +229,34 @@ def release_server(pid: int) -> None:
             _send({"forget_server": pid})
 
 
+def private_directory(name: str) -> Path:
+    """A fresh 0700 temporary directory that is removed even if this process is killed
+    (the watchdog removes it); :func:`remove_directory` removes it now."""
+    sweep()
+    path = Path(tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{name}-"))
+    claim_dir(path)
+    return path
+
+
+def remove_directory(path: Path) -> None:
+    """Remove a :func:`private_directory` and everything in it."""
+    shutil.rmtree(path, ignore_errors=True)
+    release_dir(path)
+
+
+def end_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a child that :func:`claim_server` registered: SIGTERM (it cleans up after itself),
+    SIGKILL if it is still there after ``timeout`` seconds; then the watchdog forgets it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    release_server(process.pid)
+
+
 def close() -> None:
     """End the lifeline now (normal exit): the watchdog cleans what is left, then exits."""
     with _lock:

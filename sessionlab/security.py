@@ -16,8 +16,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,8 @@ import redis
 
 from . import lifeline
 from .errors import InvalidSetting, ServerError
-from .server import HOST, LabServer, find_redis_server, free_port
+from .lifeline import end_process, private_directory, remove_directory
+from .server import HOST, LabServer, find_redis_server, free_port, wait_until
 from .store import fingerprint
 
 # -- ids -------------------------------------------------------------------------------------
@@ -333,16 +332,16 @@ class UnprotectedServer:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         lifeline.claim_server(self.process.pid, self.dir)  # killed if this process is
-        client = self.client()
-        for _ in range(400):
-            with contextlib.suppress(redis.exceptions.ConnectionError):
-                client.ping()
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.025)
-        self.close()
-        raise ServerError(f"the unprotected redis-server did not start (port {self.port}).")
+        try:
+            wait_until(self._answers, "the unprotected redis-server to answer PING")
+        except BaseException:
+            self.close()
+            raise
+
+    def _answers(self) -> bool:
+        if self.process.poll() is not None:
+            raise ServerError(f"the unprotected redis-server exited at start (port {self.port}).")
+        return bool(self.client().ping())
 
     def client(self) -> redis.Redis:
         """A client without password: this server has none."""
@@ -350,14 +349,7 @@ class UnprotectedServer:
 
     def close(self) -> None:
         """Stop the server and remove its directory."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        lifeline.release_server(self.process.pid)
+        end_process(self.process)
         remove_directory(self.dir)
 
 
@@ -495,18 +487,3 @@ def socket_to(port: int) -> Iterator[Any]:
 
     with socket.create_connection((HOST, port), timeout=5) as sock:
         yield sock
-
-
-def private_directory(name: str) -> Path:
-    """A fresh 0700 temporary directory that is removed even if this process is killed
-    (the lifeline's watchdog removes it); :func:`remove_directory` removes it now."""
-    lifeline.sweep()
-    path = Path(tempfile.mkdtemp(prefix=f"{lifeline.DIR_PREFIX}{name}-"))
-    lifeline.claim_dir(path)
-    return path
-
-
-def remove_directory(path: Path) -> None:
-    """Remove a :func:`private_directory` and everything in it."""
-    shutil.rmtree(path, ignore_errors=True)
-    lifeline.release_dir(path)

@@ -23,14 +23,11 @@ import argparse
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -274,8 +271,8 @@ class ShopProcess:
 
     def __init__(self, env: dict[str, str] | None = None, threads: int = 4) -> None:
         self.port = free_port(bus=False)
-        self._dir = tempfile.mkdtemp(prefix="sessionlab-shop-")
-        self._log = Path(self._dir) / "shop.log"
+        self._dir = lifeline.private_directory("shop")
+        self._log = self._dir / "shop.log"
         environment = {**os.environ, **(env or {})}
         if env is None or not any(name in env for name in SERVER_VARIABLES):
             for name in SERVER_VARIABLES:  # no server named: the child starts its own
@@ -292,7 +289,6 @@ class ShopProcess:
             )  # fmt: skip
         # The watchdog kills the shop and removes its directory if this process dies first.
         lifeline.claim_server(self.process.pid, None)
-        lifeline.claim_dir(Path(self._dir))
         try:
             wait_until(self._listening, "the shop process to listen", 30.0)
         except BaseException:
@@ -318,16 +314,8 @@ class ShopProcess:
 
     def close(self) -> None:
         """SIGTERM (the shop stops its embedded server and removes its files), then wait."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        lifeline.release_server(self.process.pid)
-        shutil.rmtree(self._dir, ignore_errors=True)
-        lifeline.release_dir(Path(self._dir))
+        lifeline.end_process(self.process)
+        lifeline.remove_directory(self._dir)
 
     def __enter__(self) -> ShopProcess:
         return self

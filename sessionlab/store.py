@@ -371,6 +371,16 @@ class SessionStore:
         """A fresh, unguessable session id: 256 random bits, URL-safe (43 characters)."""
         return secrets.token_urlsafe(32)
 
+    def load_scripts(self) -> None:
+        """Send every script of the store to Redis now (``SCRIPT LOAD``).
+
+        Optional: a script Redis does not know yet is answered NOSCRIPT (not run) and loaded on
+        first use. Loading them up front, e.g. after a restart or failover, saves those round
+        trips, and a write whose reply is then lost was run, not refused as NOSCRIPT.
+        """
+        for script in self._scripts.values():
+            script.sha = self.client.script_load(script.script)
+
     # -- CRUD --------------------------------------------------------------------------
 
     def create(

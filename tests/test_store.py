@@ -377,6 +377,24 @@ def test_load_returns_the_whole_session_in_one_round_trip(lab_server):
     assert store.load("absent") is None
 
 
+def test_load_scripts_spares_the_noscript_round_trips():
+    """A server that does not know a script (new, restarted, failed over) answers NOSCRIPT and
+    the store loads it: 3 round trips. After load_scripts(), one."""
+    with LabServer() as server:
+        client = CountingRedis(connection_pool=server.client().connection_pool)
+        store = SessionStore(client, prefix=unique_prefix())
+        store.create("s", PROFILE)
+        client.script_flush()
+        CountingRedis.sent = 0
+        assert store.load("s").profile == PROFILE
+        assert CountingRedis.sent == 3  # EVALSHA (NOSCRIPT), SCRIPT LOAD, EVALSHA
+        client.script_flush()
+        store.load_scripts()
+        CountingRedis.sent = 0
+        assert store.load("s").profile == PROFILE
+        assert CountingRedis.sent == 1
+
+
 def test_last_seen_is_read_from_the_expiry_and_a_load_writes_no_field(client):
     store = SessionStore(client, prefix=unique_prefix())
     store.create("s", PROFILE, ttl=600, user_id="U1")
