@@ -293,20 +293,20 @@ def test_a_master_without_a_replica_stops_the_whole_cluster_until_healed():
 
 def test_failover_timeout_zero_fails_before_the_promotion_the_default_waits(healthy):
     key = "t:{impatient}"
-    plain = healthy.client(failover_timeout=0)
+    impatient = healthy.client(failover_timeout=0)
     patient = healthy.client()
     try:
-        plain.set(key, "v")
+        impatient.set(key, "v")
         master, replica = healthy.master_of(key), healthy.replica_of(key)
         master.crash()
         with pytest.raises(FAILOVER_ERRORS):
-            plain.get(key)
+            impatient.get(key)
         assert patient.get(key) == "v"  # waited for the replica's promotion
         healthy.wait_until_ok()
         assert healthy.master_of(key) is replica
     finally:
         healthy.heal()
-        plain.close()
+        impatient.close()
         patient.close()
 
 
