@@ -8,7 +8,9 @@ cluster. Tests that change its shape (a new master) or break it on purpose use t
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 
 import pytest
 import redis
@@ -16,11 +18,11 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot as crc_slot
 from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
 
-from sessionlab import LabCluster, LabServer, ServerError, SessionStore
+from sessionlab import LabCluster, LabServer, ServerError, SessionStore, WriteOutcomeUnknown
 from sessionlab.checks import NOT_ANSWERED, Verdict
 from sessionlab.cluster import FAILOVER_ERRORS, SLOTS, FailoverTolerantCluster, slot_ranges
 from sessionlab.exercises import lesson05 as check
-from sessionlab.server import running_servers
+from sessionlab.server import HOST, running_servers
 from sessionlab.widgets.cluster import ClusterMapPanel
 
 PROFILE = {"user_id": "U001", "name": "Rohith", "preferences": {"theme": "dark"}}
@@ -291,21 +293,103 @@ def test_a_master_without_a_replica_stops_the_whole_cluster_until_healed():
 
 def test_failover_timeout_zero_fails_before_the_promotion_the_default_waits(healthy):
     key = "t:{impatient}"
-    plain = healthy.client(failover_timeout=0)
+    impatient = healthy.client(failover_timeout=0)
     patient = healthy.client()
     try:
-        plain.set(key, "v")
+        impatient.set(key, "v")
         master, replica = healthy.master_of(key), healthy.replica_of(key)
         master.crash()
         with pytest.raises(FAILOVER_ERRORS):
-            plain.get(key)
+            impatient.get(key)
         assert patient.get(key) == "v"  # waited for the replica's promotion
         healthy.wait_until_ok()
         assert healthy.master_of(key) is replica
     finally:
         healthy.heal()
-        plain.close()
+        impatient.close()
         patient.close()
+
+
+STALL, REPLY_TIMEOUT = 0.5, 0.25  # lesson 05, section 6: a stall longer than a reply may take,
+# shorter than cluster-node-timeout (1 s), so no failover starts meanwhile
+
+
+def during_a_stall(master: LabServer, write):
+    """Run ``write`` while ``master`` is stopped (SIGSTOP) for STALL seconds, then SIGCONT."""
+    os.kill(master.pid, signal.SIGSTOP)
+    goes_on = threading.Timer(STALL, os.kill, (master.pid, signal.SIGCONT))
+    goes_on.start()
+    try:
+        return write()
+    finally:
+        goes_on.join()
+        os.kill(master.pid, signal.SIGCONT)
+
+
+def test_a_stalled_master_runs_plain_redis_pys_add_twice_and_the_stores_once(healthy):
+    """Lesson 05's demo: plain redis-py resends a write whose reply timed out (applied twice);
+    the course's client does not: the store's add is applied once and raises."""
+    store = SessionStore(healthy.client(), prefix="stall")
+    store.create("s", PROFILE)
+    key = store.key("s")
+    master = healthy.master_of(key)
+    entry = next(node for node in healthy.masters if node is not master)
+    plain = RedisCluster(
+        host=HOST,
+        port=entry.port,
+        password=entry.password,
+        socket_timeout=REPLY_TIMEOUT,
+        decode_responses=True,
+    )
+    course = SessionStore(healthy.client(socket_timeout=REPLY_TIMEOUT), prefix="stall")
+    try:
+        plain.hgetall(key)
+        course.add_to_cart("s", "tee", 1)  # connected, and the master knows the cart script
+        assert during_a_stall(master, lambda: plain.hincrby(key, "c:socks", 1)) == 2
+        with pytest.raises(WriteOutcomeUnknown, match="may or may not have been applied"):
+            during_a_stall(master, lambda: course.add_to_cart("s", "mug", 1))
+        assert store.get_cart("s") == {"tee": 1, "socks": 2, "mug": 1}
+    finally:
+        store.delete("s")
+        plain.close()
+        course.client.close()
+        store.client.close()
+
+
+def test_a_cart_add_in_flight_when_its_master_dies_raises_and_was_not_applied(healthy):
+    """Lesson 05: the same WriteOutcomeUnknown can mean "not applied"; a read, then a new add,
+    both wait out the failover."""
+    client = healthy.client()
+    store = SessionStore(client, prefix="inflight")
+    store.create("s", PROFILE)
+    store.add_to_cart("s", "tee", 1)
+    key = store.key("s")
+    master, replica = healthy.master_of(key), healthy.replica_of(key)
+    assert client.get_redis_connection(client.get_node_from_key(key)).wait(1, 2000) == 1
+    outcome: list[object] = []
+
+    def add_mug() -> None:
+        try:
+            outcome.append(store.add_to_cart("s", "mug", 1))
+        except Exception as error:
+            outcome.append(error)
+
+    os.kill(master.pid, signal.SIGSTOP)  # the add reaches the master's socket, not its loop
+    adder = threading.Thread(target=add_mug)
+    try:
+        adder.start()
+        time.sleep(0.3)
+        master.crash()  # SIGKILL: the add dies unread
+        adder.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], WriteOutcomeUnknown), outcome
+        assert store.get_cart("s") == {"tee": 1}  # waited for the replica: the add never ran
+        assert healthy.master_of(key) is replica
+        assert store.add_to_cart("s", "mug", 1) == 1
+        assert store.get_cart("s") == {"tee": 1, "mug": 1}
+    finally:
+        healthy.heal()
+        store.delete("s")
+        client.close()
 
 
 # -- the exercises' checks -----------------------------------------------------------------

@@ -183,7 +183,7 @@ def _confirmed(
         thaw.cancel()
         _resume(pid)
     updated = store.get(session_id) == after
-    store.delete(session_id)  # and its write tokens: the check leaves no key behind
+    store.delete(session_id)  # the check leaves no key behind
     if answer is None:
         raise Wrong("confirmed_update returned None: return what WAIT answers.")
     if not updated:
