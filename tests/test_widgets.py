@@ -107,7 +107,7 @@ def test_create_writes_the_form_to_redis_with_its_ttl(explorer, raw, capsys):
         """HSET session:{task1} p:user_id '"U001"' p:name '"Rohith"' p:preferences"""
         in explorer.log_text
     )
-    assert "EXPIRE session:{task1} 1800" in explorer.log_text
+    assert "PEXPIREAT session:{task1} " in explorer.log_text
     assert "Rohith" in explorer.data.value
     assert explorer.ttl_left.value.endswith(" s") and explorer.ttl_bar.max == 1800
     assert explorer.counting_down
@@ -173,7 +173,7 @@ def test_touch_restarts_the_clock(explorer, raw):
     explorer.touch.click()
 
     assert 890 <= raw.ttl("session:{task1}") <= 900
-    assert "EXPIRE session:{task1} 900" in explorer.log_text
+    assert "PEXPIRE session:{task1} 900000" in explorer.log_text
 
 
 @pytest.mark.parametrize("button", ["read", "update", "touch", "delete"])
