@@ -417,3 +417,17 @@ def test_price_list_covers_the_lesson_skus():
 def test_redis_command_quotes_like_redis_cli():
     assert redis_command("GET", "session:{abc}") == "GET session:{abc}"
     assert redis_command("SET", "k", '{"a": "it\'s"}', "EX", 5) == 'SET k \'{"a": "it\\\'s"}\' EX 5'
+
+
+def test_connection_panel_names_the_server_it_reached():
+    # Valkey reports redis_version 7.2.4 (its compatibility level): the panel names Valkey.
+    from sessionlab.memory import server_build
+    from sessionlab.widgets.connection import ConnectionPanel
+
+    with LabServer(requirepass="panel-test") as locked:
+        expected = server_build(locked.client()).split(",")[0]  # "Valkey 9.1.2" / "Redis 7.0.15"
+        panel = ConnectionPanel(port=locked.port)
+        panel.password.value = "panel-test"
+        panel.test.click()
+        assert panel.status_text.endswith(f": {expected}, 0 keys."), panel.status_text
+        panel.close()
