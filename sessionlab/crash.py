@@ -4,6 +4,11 @@ One flow, defined once in :class:`CrashLab` and used by the lesson, its panel an
 :func:`crash_experiment`: start a server in a mode, write sessions with the
 :class:`~sessionlab.store.SessionStore`, optionally ``BGSAVE``, kill the server with SIGKILL,
 start it again on the same data directory and count the sessions the store still finds.
+
+It also notes when each write was acknowledged and when the server was killed, so a loss can be
+checked against what a mode promises: ``appendfsync always`` and ``no`` write every command to
+the AOF before replying (a process crash loses nothing); ``everysec`` may hold that ``write()``
+back for up to 2 s while a slow background ``fsync()`` runs, after the client had its reply.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from .store import SessionStore
 
 #: More sessions than this per call would keep a lesson busy for minutes.
 MAX_SESSIONS = 1_000_000
+#: ``appendfsync everysec``: the server holds the AOF ``write()`` back while a background
+#: ``fsync()`` is still running, for up to 2 s (then it writes anyway and counts
+#: ``aof_delayed_fsync``). A SIGKILL in that window loses writes that were already
+#: acknowledged: at most those of the last ~2 s. The bound checked allows 1 s more for the
+#: server's 100 ms timer and for scheduling delays on a busy machine.
+EVERYSEC_HOLD_BACK = 2.0
+EVERYSEC_LOSS_BOUND = 3.0
 
 
 def check_count(count: object, what: str = "number of sessions", minimum: int = 1) -> int:
@@ -37,13 +49,20 @@ def check_count(count: object, what: str = "number of sessions", minimum: int = 
     return count
 
 
-def write_sessions(store: SessionStore, count: int, first: int = 1) -> list[str]:
-    """Create ``count`` numbered sample sessions from ``first``, one write each; their ids."""
+def write_sessions(
+    store: SessionStore, count: int, first: int = 1, acked: list[float] | None = None
+) -> list[str]:
+    """Create ``count`` numbered sample sessions from ``first``, one write each; their ids.
+
+    If ``acked`` is given, the ``time.monotonic()`` of each reply is appended to it.
+    """
     check_count(count)
     check_count(first, "first session number")
     sessions = numbered(count, first)  # the course's numbered sample sessions
     for session_id, profile in sessions:
         store.create(session_id, profile)
+        if acked is not None:
+            acked.append(time.monotonic())
     return [session_id for session_id, _ in sessions]
 
 
@@ -60,10 +79,20 @@ class CrashResult:
     written: int
     survived: int
     snapshot: int | None = None  # sessions in the last snapshot (BGSAVE), if there was one
+    #: Seconds from the reply to the oldest lost write to the SIGKILL (None: nothing lost).
+    oldest_lost_age: float | None = None
+    #: The lost sessions are the last ones written (the AOF keeps order); True if none lost.
+    lost_are_latest: bool = True
 
     @property
     def lost(self) -> int:
         return self.written - self.survived
+
+    def within_everysec_bound(self) -> bool:
+        """What ``appendfsync everysec`` promises for a process crash: only the latest writes,
+        acknowledged at most :data:`EVERYSEC_LOSS_BOUND` s before the kill, may be lost."""
+        age = self.oldest_lost_age
+        return self.lost_are_latest and (age is None or age <= EVERYSEC_LOSS_BOUND)
 
     def __str__(self) -> str:
         return f"{self.mode}: {self.survived}/{self.written} survived, {self.lost} lost"
@@ -87,6 +116,8 @@ class CrashLab:
             directives = mode_directives(mode, server_version(find_redis_server(binary)))
         self.server = LabServer(binary=binary, **directives)
         self.ids: list[str] = []
+        self.acked_at: list[float] = []  # time.monotonic() of each write's reply, as ids
+        self.killed_at: float | None = None  # time.monotonic() of the last SIGKILL
         self.snapshot_size: int | None = None
         self._client: redis.Redis | None = None
 
@@ -122,7 +153,7 @@ class CrashLab:
 
     def write(self, count: int) -> list[str]:
         """Write ``count`` more numbered sample sessions; their ids."""
-        ids = write_sessions(self.store, count, first=len(self.ids) + 1)
+        ids = write_sessions(self.store, count, first=len(self.ids) + 1, acked=self.acked_at)
         self.ids += ids
         return ids
 
@@ -135,6 +166,7 @@ class CrashLab:
     def crash(self) -> None:
         """SIGKILL the server: no shutdown code runs, nothing more is saved."""
         self._forget_client()
+        self.killed_at = time.monotonic()
         self.server.crash()
 
     def restart(self) -> int:
@@ -148,7 +180,15 @@ class CrashLab:
         return count_sessions(self.store, self.ids)
 
     def result(self) -> CrashResult:
-        return CrashResult(self.mode, len(self.ids), self.count(), self.snapshot_size)
+        """What the crash lost: how many, whether the newest, and how old the oldest of them."""
+        store = self.store
+        found = [store.get(session_id) is not None for session_id in self.ids]
+        lost = [index for index, there in enumerate(found) if not there]
+        age = None
+        if lost and self.killed_at is not None:
+            age = self.killed_at - self.acked_at[lost[0]]
+        latest = not lost or lost == list(range(lost[0], len(self.ids)))
+        return CrashResult(self.mode, len(self.ids), sum(found), self.snapshot_size, age, latest)
 
     def close(self) -> None:
         self._forget_client()

@@ -239,8 +239,9 @@ def _persistence(config: dict[str, str]) -> list[Finding]:
             Finding(
                 "ok",
                 "appendfsync",
-                "AOF with appendfsync everysec: a Redis crash loses nothing; a power cut or "
-                "OS crash loses at most about the last second. The usual choice for sessions.",
+                "AOF with appendfsync everysec: a Redis crash loses nothing, or up to about "
+                "the last 2 s of writes when the disk is slow; a power cut or OS crash about "
+                "the last second. The usual choice for sessions.",
             )
         )
     else:

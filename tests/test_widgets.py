@@ -107,7 +107,7 @@ def test_create_writes_the_form_to_redis_with_its_ttl(explorer, raw, capsys):
         """HSET session:{task1} p:user_id '"U001"' p:name '"Rohith"' p:preferences"""
         in explorer.log_text
     )
-    assert "EXPIRE session:{task1} 1800" in explorer.log_text
+    assert "PEXPIREAT session:{task1} " in explorer.log_text
     assert "Rohith" in explorer.data.value
     assert explorer.ttl_left.value.endswith(" s") and explorer.ttl_bar.max == 1800
     assert explorer.counting_down
@@ -173,7 +173,7 @@ def test_touch_restarts_the_clock(explorer, raw):
     explorer.touch.click()
 
     assert 890 <= raw.ttl("session:{task1}") <= 900
-    assert "EXPIRE session:{task1} 900" in explorer.log_text
+    assert "PEXPIRE session:{task1} 900000" in explorer.log_text
 
 
 @pytest.mark.parametrize("button", ["read", "update", "touch", "delete"])
@@ -417,3 +417,17 @@ def test_price_list_covers_the_lesson_skus():
 def test_redis_command_quotes_like_redis_cli():
     assert redis_command("GET", "session:{abc}") == "GET session:{abc}"
     assert redis_command("SET", "k", '{"a": "it\'s"}', "EX", 5) == 'SET k \'{"a": "it\\\'s"}\' EX 5'
+
+
+def test_connection_panel_names_the_server_it_reached():
+    # Valkey reports redis_version 7.2.4 (its compatibility level): the panel names Valkey.
+    from sessionlab.memory import server_build
+    from sessionlab.widgets.connection import ConnectionPanel
+
+    with LabServer(requirepass="panel-test") as locked:
+        expected = server_build(locked.client()).split(",")[0]  # "Valkey 9.1.2" / "Redis 7.0.15"
+        panel = ConnectionPanel(port=locked.port)
+        panel.password.value = "panel-test"
+        panel.test.click()
+        assert panel.status_text.endswith(f": {expected}, 0 keys."), panel.status_text
+        panel.close()

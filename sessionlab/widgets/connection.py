@@ -46,8 +46,13 @@ class ConnectionPanel(Panel):
         self.say(f"PING  -> {settings.address}")
         client = connect(settings)
         try:
-            version = client.info("server")["redis_version"]
+            server = client.info("server")
             keys = client.dbsize()
         finally:
             client.close()
-        self.ok(f"Connected to {settings.address}: Redis {version}, {keys} keys.")
+        # Valkey reports the Redis version it is compatible with (7.2.4) as redis_version.
+        if "valkey_version" in server:
+            name = f"Valkey {server['valkey_version']}"
+        else:
+            name = f"Redis {server['redis_version']}"
+        self.ok(f"Connected to {settings.address}: {name}, {keys} keys.")

@@ -107,8 +107,8 @@ class _SessionPanel(Panel):
 
 class SessionExplorer(_SessionPanel):
     """A form over one session: Create (HSET + PEXPIREAT), Read (HGETALL, TTL), Update (HSET of
-    the profile fields, TTL kept), Touch (PEXPIREAT) and Delete (DEL), with the remaining TTL
-    counting down live.
+    the profile fields, TTL kept), Touch (PEXPIRE + PEXPIREAT LT) and Delete (DEL), with the TTL
+    left counting down live.
 
     Prefilled with the course's sample user (:data:`sessionlab.sample.PROFILE`).
     """
@@ -194,9 +194,10 @@ class SessionExplorer(_SessionPanel):
         session_id = self.session_id.value.strip() or self.store.new_id()
         key, fields = self.store.key(session_id), profile_fields(user_data)
         self.store.create(session_id, user_data, seconds)
+        expires_at = self.store.client.execute_command("PEXPIRETIME", key)  # for the log
         self.say_command("DEL", key, note="one Lua script: a new session, no old cart")
-        self.say_command("HSET", key, *fields, note="+ _c _a _s _i: created, deadline, ...")
-        self.say_command("EXPIRE", key, seconds, note="at most the absolute deadline")
+        self.say_command("HSET", key, *fields, note="+ _c _a _i: created, deadline, idle timeout")
+        self.say_command("PEXPIREAT", key, expires_at, note=f"now + {seconds} s, in ms")
         self.session_id.value = session_id
         self.ttl_bar.max = seconds
         self._show(session_id)
@@ -227,9 +228,10 @@ class SessionExplorer(_SessionPanel):
         session_id, seconds = self._current_id(), parse_ttl(self.ttl.value)
         key = self.store.key(session_id)
         touched = self.store.touch(session_id, seconds)
-        self.say_command(
-            "EXPIRE", key, seconds, note="one Lua script: at most the absolute deadline"
-        )
+        deadline = self.store.client.hget(key, "_a")  # for the log: the absolute deadline
+        self.say_command("PEXPIRE", key, seconds * 1000, note="one Lua script: idle clock restarts")
+        if deadline is not None:
+            self.say_command("PEXPIREAT", key, deadline, "LT", note="never past the deadline")
         if touched:
             self.ttl_bar.max = seconds
         self._show(session_id)
