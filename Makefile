@@ -12,11 +12,13 @@ LAB_PORT ?= 8888
 SANITIZE := tests/nbval_sanitize.cfg
 LINTED := sessionlab tests conftest.py
 # pytest-xdist workers per run. The tests mostly wait on servers, kernels and the browser, so
-# more workers than the 2 cores of a small CI machine still pay; loadgroup keeps each notebook
+# more workers than the 2 cores of a small CI machine still pay; loadscope keeps each notebook
 # (one kernel) and the browser tests (one JupyterLab) in one worker; the longest start first
 # (conftest.py orders them).
 JOBS   ?= 4
-XDIST  := -n $(JOBS) --dist loadgroup --no-loadscope-reorder
+XDIST  := -n $(JOBS) --dist loadscope --no-loadscope-reorder
+# The twice-in-one-kernel runs are one test per lesson in one module: spread them test by test.
+TWICE  := -n $(JOBS) --dist load
 # How the pinned run checks the notebooks: outputs compared (use --nbval-lax to only run them).
 NBVAL  ?= --nbval
 
@@ -81,12 +83,13 @@ test: lint
 	if [ -n "$$system" ]; then \
 		echo "== 2. On $$($$system --version | cut -d' ' -f1-3) ($$system): unit tests, every lesson twice in one kernel"; \
 		REDIS_SERVER_BIN=$$system $(PY) -m pytest tests $(XDIST) \
-			-m "not browser and not pinned_only" $(PYTEST_ARGS) || status=1; \
+			-m "not browser and not pinned_only and not second_server" $(PYTEST_ARGS) || status=1; \
 	else \
 		echo "== 2. No system redis-server of another version: every lesson twice in one kernel, on the pinned server"; \
-		REDIS_SERVER_BIN=$$pinned $(PY) -m pytest tests $(XDIST) -m second_server $(PYTEST_ARGS) \
-			|| status=1; \
+		system=$$pinned; \
 	fi; \
+	REDIS_SERVER_BIN=$$system $(PY) -m pytest tests/test_coursework.py $(TWICE) -m second_server \
+		$(PYTEST_ARGS) || status=1; \
 	wait $$platforms || status=1; cat $$logs/platforms; \
 	exit $$status
 

@@ -9,9 +9,6 @@ import atexit
 import os
 import shutil
 import tempfile
-from pathlib import Path
-
-import pytest
 
 from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES
 from sessionlab.server import wheel_server
@@ -34,49 +31,23 @@ def _same_ids_in_every_worker(config) -> None:
         os.environ[WORKER_HASH_SEED] = "1"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
-    """Groups for ``--dist loadgroup``, and longest first, as xdist hands out groups in this
-    order (with ``--no-loadscope-reorder``).
+    """Longest first, as xdist hands out whole modules/notebooks in this order (with
+    ``--no-loadscope-reorder``): the browser tests (one JupyterLab for all lessons), the
+    coursework (one parallel grading run), then the lessons (the last one first: later lessons
+    run longer), then the unit tests."""
+    lessons = sorted({item.path for item in items if item.path.suffix == ".ipynb"}, reverse=True)
+    rank = {path: n for n, path in enumerate(lessons)}
 
-    A group runs in one worker: a notebook (one kernel for its cells), the browser tests (one
-    JupyterLab), the grading tests (one parallel grading run), a unit test module (its module
-    fixtures). Each lesson's twice-in-one-kernel run is a group of its own, so the lessons run
-    side by side. Order: the browser tests, the grading, the lessons (the last one first: later
-    lessons run longer), then the unit tests.
-    """
-
-    def lesson(item) -> Path | None:
-        """The lesson an item runs: a notebook cell (nbval), or a test parametrized by one."""
-        if item.path.suffix == ".ipynb":
-            return item.path
-        callspec = getattr(item, "callspec", None)
-        return callspec.params.get("lesson") if callspec else None
-
-    def group(item) -> str:
+    def longest_first(item) -> tuple[int, int]:
         if "browser" in item.keywords:
-            return "browser"
-        if "graded" in getattr(item, "fixturenames", ()):
-            return "grading"
-        if item.path.suffix == ".ipynb":
-            return f"nbval-{item.path.stem}"
-        if "second_server" in item.keywords:
-            return item.name
-        return item.path.name
+            return (0, 0)
+        if item.path.name == "test_coursework.py":
+            return (1, 0)
+        if item.path in rank:
+            return (2, rank[item.path])
+        return (3, 0)
 
-    def longest_first(item) -> tuple[int, str]:
-        if "browser" in item.keywords:
-            return (0, "")
-        if "graded" in getattr(item, "fixturenames", ()):
-            return (1, "")
-        runs = lesson(item)
-        if runs is not None and (item.path.suffix == ".ipynb" or "second_server" in item.keywords):
-            # the last lesson first: later lessons run longer ("~" sorts after every digit)
-            return (2, "".join(chr(ord("~") - ord(c)) for c in runs.stem[:2]))
-        return (3, "")
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
     items.sort(key=longest_first)  # stable: the order within each module is kept
 
 

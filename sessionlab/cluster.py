@@ -100,7 +100,7 @@ class LabCluster:
         self, masters: int = 3, replicas: int = 1, *, binary: str | None = None, **directives: Any
     ) -> None:
         if isinstance(masters, bool) or not isinstance(masters, int) or masters < 3:
-            raise ServerError(
+            raise InvalidServerOption(
                 f"masters={masters!r}: a cluster needs at least 3 masters (a majority of them "
                 "must agree to fail over a dead one); pass masters=3 or more."
             )

@@ -65,7 +65,8 @@ class PersistenceError(SessionError):
 
 
 class InvalidSetting(SessionError, ValueError):
-    """A server setting asked of a lab experiment (maxmemory, a policy) cannot be used."""
+    """A setting asked of sessionlab cannot be used: a lab experiment's maxmemory or policy,
+    an option of the Flask adapter."""
 
 
 class InvalidServerOption(ServerError, ValueError):
@@ -104,3 +105,7 @@ class StoreReadOnly(SessionError, redis.exceptions.ResponseError):
 class WriteOutcomeUnknown(SessionError, redis.exceptions.ConnectionError):
     """A write was sent but its reply never came (timeout, connection lost): it may or may
     not have been applied, and it was not sent again (that could apply it twice)."""
+
+
+class InvalidInput(SessionError, ValueError):
+    """A value typed into a panel's form cannot be used (an empty name, an unknown node)."""

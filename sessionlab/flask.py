@@ -34,7 +34,7 @@ from flask import Flask, Request, Response, current_app
 from flask import session as flask_session
 from flask.sessions import SessionInterface, SessionMixin
 
-from .errors import CorruptSession, InvalidSessionId, WriteOutcomeUnknown
+from .errors import CorruptSession, InvalidSessionId, InvalidSetting, WriteOutcomeUnknown
 from .store import SessionStore, fingerprint, profile_fields
 
 #: The ``app.extensions`` entry that holds the store, for code outside a request's session.
@@ -286,9 +286,9 @@ class StoreSessionInterface(SessionInterface):
         refresh_each_request: bool = True,
     ) -> None:
         if samesite not in ("Lax", "Strict", "None"):
-            raise ValueError(f"samesite={samesite!r}: use 'Lax', 'Strict' or 'None'.")
+            raise InvalidSetting(f"samesite={samesite!r}: use 'Lax', 'Strict' or 'None'.")
         if samesite == "None" and not secure:
-            raise ValueError("samesite='None' needs secure=True: browsers refuse it otherwise.")
+            raise InvalidSetting("samesite='None' needs secure=True: browsers refuse it otherwise.")
         self.store = store
         self.cookie_name = cookie_name
         self.secure = secure

@@ -18,7 +18,14 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot as crc_slot
 from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
 
-from sessionlab import LabCluster, LabServer, ServerError, SessionStore, WriteOutcomeUnknown
+from sessionlab import (
+    InvalidServerOption,
+    LabCluster,
+    LabServer,
+    ServerError,
+    SessionStore,
+    WriteOutcomeUnknown,
+)
 from sessionlab.checks import NOT_ANSWERED, Verdict
 from sessionlab.cluster import FAILOVER_ERRORS, SLOTS, FailoverTolerantCluster, slot_ranges
 from sessionlab.exercises import lesson05 as check
@@ -124,8 +131,9 @@ def test_only_seven_dot_zero_nodes_get_the_replication_delay_directive(cluster):
 
 def test_bad_sizes_raise_a_sessionlab_error_before_starting_anything():
     before = set(running_servers())
-    with pytest.raises(ServerError, match="at least 3 masters"):
+    with pytest.raises(InvalidServerOption, match="at least 3 masters") as refused:
         LabCluster(masters=2)
+    assert isinstance(refused.value, ValueError)  # a bad argument, by the rule of errors.py
     with pytest.raises(ServerError, match="replicas"):
         LabCluster(replicas=-1)
     assert set(running_servers()) == before

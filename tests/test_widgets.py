@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from sessionlab import LabServer, SessionStore
+from sessionlab import InvalidTTL, LabServer, SessionStore
 from sessionlab.sample import PROFILE as SEED
 from sessionlab.widgets.base import Panel, redis_command
 from sessionlab.widgets.explorer import PRICES, CartPanel, SessionExplorer
@@ -246,7 +246,9 @@ def test_an_empty_name_is_explained_and_nothing_is_written(explorer, raw, name):
     explorer.name.value = name
     explorer.create.click()
 
-    assert error_shown(explorer) == "ValueError: Name is empty: type the user's name, e.g. Rohith."
+    assert (
+        error_shown(explorer) == "InvalidInput: Name is empty: type the user's name, e.g. Rohith."
+    )
     assert raw.dbsize() == 0
 
 
@@ -431,3 +433,13 @@ def test_connection_panel_names_the_server_it_reached():
         panel.test.click()
         assert panel.status_text.endswith(f": {expected}, 0 keys."), panel.status_text
         panel.close()
+
+
+def test_a_bug_in_a_click_is_raised_not_dressed_as_a_message(explorer):
+    """Our errors (bad input included) become a red line; a bare ValueError is a bug: raised."""
+    shown = explorer.action(lambda: (_ for _ in ()).throw(InvalidTTL("TTL 0 is out of range")))
+    shown()
+    assert "InvalidTTL" in explorer.status_text
+    bug = explorer.action(lambda: int("not a number"))
+    with pytest.raises(ValueError, match="invalid literal"):
+        bug()

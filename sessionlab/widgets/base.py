@@ -24,7 +24,9 @@ import redis.exceptions
 from ..errors import SessionError
 
 #: Errors a panel turns into a status message; anything else is a bug and propagates.
-SHOWN_ERRORS = (SessionError, redis.exceptions.RedisError, ValueError, TypeError, OSError)
+#: What a click may run into and the panel shows as a red line: our errors (bad input included),
+#: Redis's, the network's. A bare ValueError or TypeError is a bug: it is raised, not shown.
+SHOWN_ERRORS = (SessionError, redis.exceptions.RedisError, OSError)
 
 #: Arguments redis-cli would show without quotes.
 _BARE = re.compile(r"[A-Za-z0-9_:{}.@#/+*=,-]+")

@@ -12,6 +12,7 @@ import html
 import ipywidgets as widgets
 
 from ..cluster import LabCluster, NodeInfo
+from ..errors import InvalidInput
 from ..server import LabServer
 from .base import Panel
 
@@ -102,7 +103,7 @@ class ClusterMapPanel(Panel):
         for node in self.cluster.nodes:
             if self.cluster.name(node) == self.node.value:
                 return node
-        raise ValueError(f"No node named {self.node.value!r}: press Refresh.")
+        raise InvalidInput(f"No node named {self.node.value!r}: press Refresh.")
 
     def _row(self, name: str) -> NodeInfo:
         return next(row for row in self.rows if row.name == name)

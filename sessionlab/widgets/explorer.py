@@ -17,7 +17,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..errors import InvalidTTL
+from ..errors import InvalidInput, InvalidSessionId, InvalidTTL, InvalidUserId
 from ..sample import PROFILE
 from ..store import SessionStore, check_ttl, profile_fields
 from .base import Panel, Ticker
@@ -76,7 +76,7 @@ class _SessionPanel(Panel):
     def _current_id(self) -> str:
         session_id = self.session_id.value.strip()
         if not session_id:
-            raise ValueError("Session id is empty: create a session first, or type its id.")
+            raise InvalidSessionId("Session id is empty: create a session first, or type its id.")
         self.store.key(session_id)  # InvalidSessionId explains what an id may hold
         return session_id
 
@@ -178,9 +178,9 @@ class SessionExplorer(_SessionPanel):
         """The profile the form describes, in the seed's shape; an empty name or user id raise."""
         user_id, name = self.user_id.value.strip(), self.name.value.strip()
         if not user_id:
-            raise ValueError("User id is empty: type one, e.g. U001.")
+            raise InvalidUserId("User id is empty: type one, e.g. U001.")
         if not name:
-            raise ValueError("Name is empty: type the user's name, e.g. Rohith.")
+            raise InvalidInput("Name is empty: type the user's name, e.g. Rohith.")
         return {
             "user_id": user_id,
             "name": name,
