@@ -14,6 +14,7 @@ import time
 
 import pytest
 import redis
+from helpers import wait_until
 from redis.cluster import RedisCluster
 from redis.crc import key_slot as crc_slot
 from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
@@ -391,7 +392,8 @@ def test_a_cart_add_in_flight_when_its_master_dies_raises_and_was_not_applied(he
         adder.join(10)
         assert len(outcome) == 1 and isinstance(outcome[0], WriteOutcomeUnknown), outcome
         assert store.get_cart("s") == {"tee": 1}  # waited for the replica: the add never ran
-        assert healthy.master_of(key) is replica
+        # the client saw the promotion; every node's map follows by gossip a moment later
+        assert wait_until(lambda: healthy.master_of(key) is replica)
         assert store.add_to_cart("s", "mug", 1) == 1
         assert store.get_cart("s") == {"tee": 1, "mug": 1}
     finally:
