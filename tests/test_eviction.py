@@ -246,7 +246,10 @@ def test_session_bytes_and_extrapolation(fresh_client):
     store.add_to_cart("alice", "SKU-1", 2)
     whole = session_bytes(store, "alice")
     assert profile_only > len(json.dumps(shop_profile(1)))
-    assert whole > profile_only  # the cart item, and the store's memory of recent writes
+    # not "whole > profile_only": a hash table that was rehashing frees its old table on the next
+    # write, so MEMORY USAGE can drop by more than one small field adds (seen on Redis 7.0)
+    assert whole > len(json.dumps(shop_profile(1)))
+    assert store.get_cart("alice") == {"SKU-1": 2}
     assert per_million(whole) == pytest.approx(whole / 1000)  # bytes -> GB per million
     assert memory_usage(fresh_client, "missing") is None
     assert session_bytes(store, "bob") is None

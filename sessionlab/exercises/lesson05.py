@@ -195,8 +195,14 @@ def _confirmed(
 
 @check
 def wait(confirmed_update: Any, *, cluster: LabCluster, store: SessionStore) -> str:
-    """The update happens and WAIT answers 1 (the replica has it)."""
-    answer = _confirmed(confirmed_update, cluster, store, frozen=False)
+    """The update happens and WAIT answers 1 (the replica has it).
+
+    A busy machine can keep a healthy replica's ack past 200 ms: three tries before a verdict.
+    """
+    for _ in range(3):
+        answer = _confirmed(confirmed_update, cluster, store, frozen=False)
+        if answer == 1:
+            break
     if answer != 1:
         raise Wrong(f"WAIT answered {answer}, expected 1: ask for 1 replica, 200 ms at most.")
     return "The update reached the replica: WAIT answered 1."
