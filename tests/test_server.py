@@ -487,8 +487,15 @@ def test_stop_of_a_healthy_server_saves_and_raises_nothing(tmp_path):
 
 def test_a_server_loading_its_data_is_waited_for_not_killed(monkeypatch, tmp_path):
     # key_load_delay (a hidden redis.conf setting) makes loading 200 keys take ~2 s,
-    # four times the start timeout set here.
-    with LabServer(dir=tmp_path, save=[3600, 1], key_load_delay=10_000) as server:
+    # four times the start timeout set here. Redis answers LOADING only between chunks of
+    # loading-process-events-interval-bytes (2 MB by default, more than these 20 KB): 1 KB
+    # makes it answer while it loads, as it does for a real data set.
+    with LabServer(
+        dir=tmp_path,
+        save=[3600, 1],
+        key_load_delay=10_000,
+        loading_process_events_interval_bytes=1024,
+    ) as server:
         server.client().mset({f"k{i}": "x" * 100 for i in range(200)})
         server.stop()
         monkeypatch.setattr(sessionlab.server, "START_TIMEOUT", 0.5)
