@@ -41,7 +41,11 @@ from .errors import InvalidServerOption, SaveFailed, ServerError
 from .retry import make_safe
 
 HOST = "127.0.0.1"
-PORT_RANGE = (20000, 55000)  # + 10000 for a cluster bus port stays below 65536
+# Below the ephemeral ports that clients' connections get (Linux 32768-60999, macOS from 49152):
+# a connection to a port nobody listens on yet can get that same port as its own source and
+# connect to itself (TCP simultaneous open), so a client polling a starting server reads its
+# own commands back, and the server then finds its port taken.
+PORT_RANGE = (20000, 32000)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
@@ -149,7 +153,9 @@ def free_port(bus: bool = True) -> int:
             continue
         if _port_free(port) and (not bus or _port_free(port + 10000)):
             return port
-    raise ServerError("Found no free port on 127.0.0.1 between 20000 and 55000.")
+    raise ServerError(
+        f"Found no free port on 127.0.0.1 between {PORT_RANGE[0]} and {PORT_RANGE[1]}."
+    )
 
 
 def _port_free(port: int) -> bool:
@@ -555,6 +561,8 @@ class LabServer:
                 with self._raw_client(1.0) as client:
                     client.ping()  # BusyLoadingError while loading: wait_until waits on
                     return int(client.info("server")["process_id"]) == process.pid
+            except (AttributeError, TypeError, ValueError, KeyError):
+                return False  # not a Redis reply: not our server (yet)
             except redis.TimeoutError:
                 # While it loads, Redis answers only between chunks of data: a late reply
                 # from a server whose log says it is loading is progress too.
