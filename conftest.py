@@ -10,6 +10,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 from sessionlab.config import ENV_FILE_VARIABLE, SERVER_VARIABLES
 from sessionlab.server import wheel_server
 
@@ -34,14 +36,16 @@ def _same_ids_in_every_worker(config) -> None:
 def pytest_collection_modifyitems(config, items):
     """Longest first, as xdist hands out whole modules/notebooks in this order (with
     ``--no-loadscope-reorder``): the browser tests (one JupyterLab for all lessons), the
-    coursework (one parallel grading run), then the lessons (the last one first: later lessons
-    run longer), then the unit tests."""
+    coursework (each lesson run twice, or one parallel grading run), then the lessons (the last
+    one first: later lessons run longer), then the unit tests."""
     lessons = sorted({item.path for item in items if item.path.suffix == ".ipynb"}, reverse=True)
     rank = {path: n for n, path in enumerate(lessons)}
 
     def longest_first(item) -> tuple[int, int]:
         if "browser" in item.keywords:
             return (0, 0)
+        if item.nodeid.startswith(OWN_SCOPE):  # a lesson twice: the last lesson first
+            return (1, -int(item.callspec.params["lesson"].name[:2]))
         if item.path.name == "test_coursework.py":
             return (1, 0)
         if item.path in rank:
@@ -49,6 +53,28 @@ def pytest_collection_modifyitems(config, items):
         return (3, 0)
 
     items.sort(key=longest_first)  # stable: the order within each module is kept
+
+
+#: Tests that share nothing with the rest of their module, each long enough (a whole lesson,
+#: twice) to be worth a worker of its own: xdist hands each out as a scope of its own.
+OWN_SCOPE = ("tests/test_coursework.py::test_lesson_runs_twice_in_one_kernel[",)
+
+
+@pytest.hookimpl(optionalhook=True)  # only when pytest-xdist is loaded
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` (a module, a notebook, stays on one worker), except for
+    :data:`OWN_SCOPE` tests, which xdist spreads over the workers one by one."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(OWN_SCOPE):
+                return nodeid
+            return super()._split_scope(nodeid)
+
+    return Scheduling(config, log)
 
 
 def pytest_configure(config):
