@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .server import LabServer
+from .server import LabServer, wait_until
 
 
 def aof_files(server: LabServer) -> list[Path]:
@@ -41,21 +41,43 @@ def aof_size(server: LabServer) -> int:
     )
 
 
-def aof_commands(path: Path, limit: int = 10) -> list[list[str]]:
+def aof_commands(path: Path, limit: int = 10, wait: float = 0.0) -> list[list[str]]:
     """The first ``limit`` commands in an AOF file (RESP), as lists of strings.
 
     An AOF is the write commands themselves, as clients send them. A file that starts with
     an RDB preamble (``REDIS...``, after a rewrite) holds a snapshot first: none returned.
+
+    ``wait``: seconds to wait until the file holds ``limit`` commands. Redis writes its AOF
+    buffer to the file before it answers, except with ``appendfsync everysec`` while the
+    background fsync of the last second is still running: then it postpones the write for up
+    to 2 s (``INFO persistence`` counts those as ``aof_delayed_fsync``), so a busy machine can
+    show a file without the newest acknowledged writes for a moment.
     """
+    if wait <= 0:
+        return _read_commands(path, limit)
+
+    def complete() -> list[list[str]] | None:
+        commands = _read_commands(path, limit)
+        return commands if len(commands) >= limit else None
+
+    return wait_until(complete, f"{path.name} to hold {limit} commands", wait)
+
+
+def _read_commands(path: Path, limit: int) -> list[list[str]]:
     commands: list[list[str]] = []
     with open(path, "rb") as aof:
         while len(commands) < limit:
             header = aof.readline()
-            if not header.startswith(b"*"):
+            if not header.startswith(b"*") or not header.endswith(b"\r\n"):
                 break
             command = []
             for _ in range(int(header[1:])):
-                size = int(aof.readline()[1:])
-                command.append(aof.read(size + 2)[:-2].decode(errors="replace"))
+                size = aof.readline()
+                if not size.startswith(b"$") or not size.endswith(b"\r\n"):
+                    return commands  # a command still being written: not counted
+                data = aof.read(int(size[1:]) + 2)
+                if len(data) < int(size[1:]) + 2:
+                    return commands
+                command.append(data[:-2].decode(errors="replace"))
             commands.append(command)
     return commands
