@@ -243,7 +243,10 @@ def grade(directory: Path, jobs: int | None = None) -> list[Grade]:
         context = _worker_context()
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
             futures = []
-            for submission, lesson in lessons.items():
+            # Later lessons run longer: start them first, so the workers finish together.
+            for submission, lesson in sorted(
+                lessons.items(), key=lambda sl: sl[1] or "", reverse=True
+            ):
                 zip_file = autograders.get(lesson) if lesson else None
                 if zip_file is None:
                     why = "no lesson matches" if lesson is None else "the lesson has no exercises"

@@ -23,6 +23,9 @@ from sessionlab import coursework
 LESSONS = coursework.masters()
 WITH_EXERCISES = [p for p in LESSONS if coursework.has_exercises(nbformat.read(p, as_version=4))]
 MIN_EXERCISES = 3
+#: Grading processes: one more than the 2 cores of a CI machine, as a graded lesson often waits
+#: (on its servers, on the clock); the run starts while other workers still run other tests.
+GRADE_JOBS = 3
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback text
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -180,7 +183,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]
     for name, master, line, answer, _score in FIXTURES:
         if (coursework.MASTERS / master) in WITH_EXERCISES:
             nbformat.write(wrong_answer(coursework.MASTERS / master, line, answer), folder / name)
-    grades = coursework.grade(folder)
+    grades = coursework.grade(folder, jobs=GRADE_JOBS)
     errors = {g.file: g.error for g in grades if g.error}
     assert not errors, errors
     with (folder / "grades.csv").open(encoding="utf-8") as rows:

@@ -49,13 +49,21 @@ def configure_hidden(my_configure: Any) -> str:
     return "allkeys-lru, with a limit and an append-only file."
 
 
+#: Experiments already run in this kernel, by (policy, maxmemory): the exercise cell and its
+#: test cell check the same answer, and one eviction experiment takes ~5 s.
+_MEASURED: dict[tuple[str, str], Any] = {}
+
+
 def _run(policy: Any, maxmemory: Any) -> Any:
     if policy not in POLICIES:
         raise Wrong(f"my_policy is {policy!r}: use one of {', '.join(POLICIES)}.")
-    try:
-        (result,) = experiment([policy], maxmemory=maxmemory)
-    except SessionError as error:
-        raise Wrong(str(error)) from None
+    answer = (policy, repr(maxmemory))
+    if answer not in _MEASURED:
+        try:
+            (_MEASURED[answer],) = experiment([policy], maxmemory=maxmemory)
+        except SessionError as error:
+            raise Wrong(str(error)) from None
+    result = _MEASURED[answer]
     if result.refused:
         raise Wrong(f"{policy} refused new logins: the shop is closed to newcomers.")
     if result.hot_kept < 45:
