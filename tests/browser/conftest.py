@@ -12,29 +12,20 @@ Without Chromium or Playwright the browser tests skip with a loud reason, except
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB_SETTINGS = ROOT / "sessionlab" / "lab_settings"
+from .lab import NOTEBOOKS, ROOT, Lab, lab_command, start_port, stop, wait_ready
+
 ARTIFACTS = ROOT / "test-artifacts"
-#: Where the lessons come from; a developer may point it at a scratch copy.
-NOTEBOOKS = Path(os.environ.get("SESSIONLAB_BROWSER_NOTEBOOKS") or ROOT / "notebooks")
 CHROMIUM = os.environ.get("CHROMIUM_BIN") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -45,13 +36,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-LAB_READY_TIMEOUT = 60.0
-LAB_STOP_TIMEOUT = 20.0
-
-
-def lessons() -> list[Path]:
-    """Every lesson, so lessons added later are covered without touching the tests."""
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
 def _browser_missing() -> str | None:
@@ -81,64 +65,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("!", f"BROWSER TESTS SKIPPED: {MISSING}", red=True, bold=True)
 
 
-# -- JupyterLab --------------------------------------------------------------------------------
-
-
-@dataclass
-class Lab:
-    url: str
-    token: str
-    root: Path
-    log: Path
-
-    def api(self, path: str, method: str = "GET") -> Any:
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            method=method,
-            headers={"Authorization": f"token {self.token}"},
-            data=b"" if method == "POST" else None,
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            body = response.read()
-        return json.loads(body) if body else None
-
-    def shutdown_kernels(self) -> None:
-        """End every notebook session: its kernel stops, and its redis-servers with it."""
-        for session in self.api("/api/sessions"):
-            self.api(f"/api/sessions/{session['id']}", method="DELETE")
-
-
-def lab_command(root: Path, port: int, token: str, settings: Path) -> list[str]:
-    """``make lab``'s command line plus what a test needs (a fixed port, a token, no browser)."""
-    command = [
-        sys.executable,
-        "-m",
-        "jupyter",
-        "lab",
-        # as in the Makefile's `lab` target:
-        f"--ServerApp.root_dir={root}",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        f"--LabApp.app_settings_dir={LAB_SETTINGS}",
-        # test only:
-        "--no-browser",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}",
-        "--LabApp.expose_app_in_browser=True",
-        f"--LabApp.user_settings_dir={settings / 'user-settings'}",
-        f"--LabApp.workspaces_dir={settings / 'workspaces'}",
-    ]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")
-    return command
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
     scratch = Path(tempfile.mkdtemp(prefix="sessionlab-lab-"))
@@ -150,7 +76,7 @@ def lab() -> Iterator[Lab]:
     token, log = secrets.token_hex(16), scratch / "jupyter-lab.log"
     process = None
     for _attempt in range(3):  # a port can be taken between choosing and binding it
-        port = _free_port()
+        port = start_port()
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 lab_command(root, port, token, scratch),
@@ -161,9 +87,9 @@ def lab() -> Iterator[Lab]:
                 start_new_session=True,  # its own process group: killed as a whole at the end
             )
         server = Lab(f"http://127.0.0.1:{port}", token, root, log)
-        if _wait_ready(server, process):
+        if wait_ready(server, process):
             break
-        _stop(process)
+        stop(process)
     else:
         pytest.fail(f"JupyterLab did not start; its log:\n{log.read_text()[-3000:]}")
     try:
@@ -171,32 +97,8 @@ def lab() -> Iterator[Lab]:
     finally:
         with contextlib.suppress(OSError):
             server.api("/api/shutdown", method="POST")  # stops the kernels, then itself
-        _stop(process)
+        stop(process)
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _wait_ready(lab: Lab, process: subprocess.Popen[bytes]) -> bool:
-    deadline = time.monotonic() + LAB_READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return False
-        with contextlib.suppress(OSError):
-            lab.api("/api/status")
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Wait for a clean exit, then kill whatever is left of the process group."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(LAB_STOP_TIMEOUT)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(5)
-            break
 
 
 # -- Chromium -------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 import nbformat
 import pytest
 
-from .conftest import NOTEBOOKS, ROOT, Lab, lessons
+from .lab import NOTEBOOKS, ROOT, Lab, lessons
 
 pytestmark = pytest.mark.browser
 

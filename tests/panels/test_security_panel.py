@@ -6,36 +6,18 @@ and that no session id ever reaches the panel's labels or log (only fingerprints
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
 import redis
 
-from sessionlab import LabServer, SessionStore
+from sessionlab import SessionStore
 from sessionlab.errors import SessionError
 from sessionlab.security import fingerprint
 from sessionlab.widgets.security import DevicePanel
 
 USER = "U001"
 DEVICES = ["laptop", "phone", "tablet"]
-
-
-@pytest.fixture
-def server() -> Iterator[LabServer]:
-    with LabServer() as lab:
-        yield lab
-
-
-@pytest.fixture
-def raw(server: LabServer) -> redis.Redis:
-    """The test's own client: what Redis really holds, independent of the panel."""
-    return server.client()
-
-
-@pytest.fixture
-def store(server: LabServer) -> SessionStore:
-    return SessionStore(server.client())
 
 
 @pytest.fixture
@@ -53,16 +35,6 @@ def panel(store: SessionStore, sessions: dict[str, str]) -> Iterator[DevicePanel
     made = DevicePanel(store, USER, current=sessions["laptop"])
     yield made
     made.close()
-
-
-@pytest.fixture(autouse=True)
-def callbacks_must_not_raise(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Outside a kernel, ipywidgets only logs an exception a click callback raised: fail on it."""
-    with caplog.at_level(logging.WARNING, logger="traitlets"):
-        yield
-    records = caplog.get_records("setup") + caplog.get_records("call")
-    crashed = [r.getMessage() for r in records if "Exception in callback" in r.getMessage()]
-    assert not crashed, crashed
 
 
 def shown_text(panel: DevicePanel) -> str:

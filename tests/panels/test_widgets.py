@@ -8,7 +8,6 @@ write nothing.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,23 +21,6 @@ from sessionlab.widgets.base import Panel, redis_command
 from sessionlab.widgets.explorer import PRICES, CartPanel, SessionExplorer
 
 WAIT = 20.0  # generous: the machine is shared; only a broken countdown gets near it
-
-
-@pytest.fixture
-def server() -> Iterator[LabServer]:
-    with LabServer() as lab:
-        yield lab
-
-
-@pytest.fixture
-def raw(server: LabServer) -> redis.Redis:
-    """The test's own client: what Redis really holds, independent of the panels."""
-    return server.client()
-
-
-@pytest.fixture
-def store(server: LabServer) -> SessionStore:
-    return SessionStore(server.client())
 
 
 @pytest.fixture
@@ -56,16 +38,6 @@ def explorer(store: SessionStore, panels: list[Panel]) -> SessionExplorer:
     panel = SessionExplorer(store, session_id="task1")
     panels.append(panel)
     return panel
-
-
-@pytest.fixture(autouse=True)
-def callbacks_must_not_raise(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Outside a kernel, ipywidgets only logs an exception a click callback raised: fail on it."""
-    with caplog.at_level(logging.WARNING, logger="traitlets"):
-        yield
-    records = caplog.get_records("setup") + caplog.get_records("call")
-    crashed = [r.getMessage() for r in records if "Exception in callback" in r.getMessage()]
-    assert not crashed, crashed
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
