@@ -44,8 +44,9 @@ HOST = "127.0.0.1"
 # Below the ephemeral ports that clients' connections get (Linux 32768-60999, macOS from 49152):
 # a connection to a port nobody listens on yet can get that same port as its own source and
 # connect to itself (TCP simultaneous open), so a client polling a starting server reads its
-# own commands back, and the server then finds its port taken.
-PORT_RANGE = (20000, 32000)
+# own commands back, and the server then finds its port taken. As wide as that allows: a crashed
+# cluster node must come back on its port, and another process's server may take it meanwhile.
+PORT_RANGE = (10000, 32000)
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
