@@ -171,6 +171,7 @@ def test_refused(form):
     assert error.seconds < 2, "no retries with backoff for a refused connection"
 
 
+@pytest.mark.pinned_only  # a socket that never answers: no server version involved
 def test_silent_server_is_no_answer():
     # A socket that accepts connections (the kernel's backlog does) but never answers.
     with socket.socket() as silent:
@@ -259,6 +260,7 @@ def test_rediss_to_a_host_that_does_not_answer_is_not_a_tls_failure(monkeypatch)
     assert "REDIS_HOST and REDIS_PORT" in str(error)
 
 
+@pytest.mark.pinned_only  # a socket that never answers: no server version involved
 def test_rediss_to_a_port_that_never_speaks_tls_is_a_handshake_failure(monkeypatch):
     monkeypatch.setattr(sessionlab.connection, "CONNECT_TIMEOUT", 0.5)
     with socket.socket() as silent:  # accepts the TCP connection, never answers

@@ -24,6 +24,9 @@ from helpers import ROOT, pid_alive, run_python, wait_until
 
 from sessionlab import LabServer, ServerError, lifeline
 
+# How our processes end and clean up does not depend on the server's version.
+pytestmark = pytest.mark.pinned_only
+
 OWNER = """
 import sys, time
 from sessionlab import lifeline

@@ -259,6 +259,7 @@ def alternate(a: ShopProcess, b: ShopProcess, n: int = 20) -> list[int]:
     return codes
 
 
+@pytest.mark.pinned_only  # each process's own embedded server: no server version involved
 def test_two_shop_processes_without_a_shared_server_split_the_session() -> None:
     with ShopProcess() as a, ShopProcess() as b:
         codes = alternate(a, b)
