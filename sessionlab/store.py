@@ -7,8 +7,9 @@ Layout of one session with id ``abc`` under the prefix ``session``::
                                 _c created (epoch s), _a absolute deadline (epoch ms),
                                 _i idle timeout (s), _u user id (only if linked)
                          expiry min(last load/touch + idle timeout, absolute deadline)
-    session:user:{U001}  zset   the user's session ids, scored by their absolute deadline;
-                                expires at the latest of them
+    session:user:{U001}  zset   the user's session ids, each scored by its session's current
+                                expiry (epoch ms, what PEXPIRETIME says); expires with the
+                                highest score, so it never outlives the sessions it lists
 
 Why one hash: profile and cart live and die together (expiry, eviction, DEL), a profile field
 or a cart item changes alone (no lost update between concurrent requests), and measured with
@@ -24,6 +25,18 @@ written to remember the last visit: ``last_seen_at`` is the expiry minus the idl
 Writes are applied at most once because the clients sessionlab hands out never send a command
 again once it may have reached Redis (:mod:`sessionlab.retry`); a write whose reply is lost
 raises :class:`~sessionlab.errors.WriteOutcomeUnknown` instead of being sent twice.
+
+A user's index is kept exact by the same scripts: whatever sets a linked session's expiry
+(create, load, touch, rotate) scores it with that expiry and sets the index's expiry to the
+highest score; whatever ends one (delete, logout_everywhere, the per-user limit) removes it and
+does the same, and an index with no member left is gone. So once the last session has expired,
+by idle timeout or deadline, no index key is left, with no SCAN and no keyspace notification;
+entries of sessions that died meanwhile (score < now) are pruned when the user logs in or lists
+their sessions. On Redis Cluster a user's sessions are drawn in the hash slot of the user's
+index (``store.new_id(user_id=...)``; ``create`` refuses an id of another slot), so the session
+and its index change in one script on one slot; only a login that moves an anonymous session
+into the user's slot takes three resumable steps (:meth:`SessionStore.rotate`). Anonymous
+sessions pay nothing for any of it.
 """
 
 from __future__ import annotations
