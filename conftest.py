@@ -23,8 +23,11 @@ def _same_ids_in_every_worker(config) -> None:
     """Give xdist workers one hash seed: a test id built from a set's repr must not differ.
 
     Only the workers' own interpreters get it; the kernels they start get a random seed, as a
-    student's do, so that nbval still sees set-ordering differences.
+    student's do, so that nbval still sees set-ordering differences. ``config`` is ``None``
+    outside pytest (tests/regenerate_notebooks.py): no workers, nothing to do.
     """
+    if config is None:
+        return
     if hasattr(config, "workerinput"):
         if os.environ.pop(WORKER_HASH_SEED, None):
             os.environ.pop("PYTHONHASHSEED", None)

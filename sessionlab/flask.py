@@ -184,7 +184,7 @@ class StoreSession(dict, SessionMixin):  # type: ignore[type-arg]
                 session_id = None  # expired right after the rotation
         if session_id is None:  # no session, another user's, or gone meanwhile: start afresh
             self.clear()
-            session_id = self.store.new_id()
+            session_id = self.store.new_id(user_id=user_id)  # on a cluster: the user's slot
             self.store.create(session_id, data, user_id=user_id)
             self.ttl = _initial_ttl(self.store)
         dict.update(self, data)

@@ -178,7 +178,7 @@ def store_workout(store: Any, user_id: str, writes: int = 3) -> None:
     ``user_id``), and a per-user limit. Every call sends the same commands each time (nothing
     random), so ``writes`` profile writes are only there to look like a day's work.
     """
-    first = store.new_id()
+    first = store.new_id(user_id=user_id)  # on Redis Cluster: in the user's hash slot
     store.create(first, {"device": "laptop"}, user_id=user_id)
     store.get(first)
     store.load(first)
@@ -192,7 +192,7 @@ def store_workout(store: Any, user_id: str, writes: int = 3) -> None:
     store.touch(first)
     store.ttl(first)
     current = store.rotate(first)
-    store.create(store.new_id(), {"device": "phone"}, user_id=user_id)
+    store.create(store.new_id(user_id=user_id), {"device": "phone"}, user_id=user_id)
     store.sessions_of(user_id)
     store.logout_everywhere(user_id, keep=current)
     store.delete(current)
@@ -208,7 +208,7 @@ def store_workout(store: Any, user_id: str, writes: int = 3) -> None:
     # a per-user limit: the second login ends the first
     limited = type(store)(store.client, prefix=store.prefix, max_sessions_per_user=1)
     for device in ("laptop", "phone"):
-        limited.create(limited.new_id(), {"device": device}, user_id=user_id)
+        limited.create(limited.new_id(user_id=user_id), {"device": device}, user_id=user_id)
     # a login: an anonymous session (a cart) rotated and linked to the user, past the limit
     anonymous = limited.new_id()
     limited.create(anonymous, {"device": "tablet"})

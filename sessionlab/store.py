@@ -7,8 +7,9 @@ Layout of one session with id ``abc`` under the prefix ``session``::
                                 _c created (epoch s), _a absolute deadline (epoch ms),
                                 _i idle timeout (s), _u user id (only if linked)
                          expiry min(last load/touch + idle timeout, absolute deadline)
-    session:user:{U001}  zset   the user's session ids, scored by their absolute deadline;
-                                expires at the latest of them
+    session:user:{U001}  zset   the user's session ids, each scored by its session's current
+                                expiry (epoch ms, what PEXPIRETIME says); expires with the
+                                highest score, so it never outlives the sessions it lists
 
 Why one hash: profile and cart live and die together (expiry, eviction, DEL), a profile field
 or a cart item changes alone (no lost update between concurrent requests), and measured with
@@ -24,6 +25,18 @@ written to remember the last visit: ``last_seen_at`` is the expiry minus the idl
 Writes are applied at most once because the clients sessionlab hands out never send a command
 again once it may have reached Redis (:mod:`sessionlab.retry`); a write whose reply is lost
 raises :class:`~sessionlab.errors.WriteOutcomeUnknown` instead of being sent twice.
+
+A user's index is kept exact by the same scripts: whatever sets a linked session's expiry
+(create, load, touch, rotate) scores it with that expiry and sets the index's expiry to the
+highest score; whatever ends one (delete, logout_everywhere, the per-user limit) removes it and
+does the same, and an index with no member left is gone. So once the last session has expired,
+by idle timeout or deadline, no index key is left, with no SCAN and no keyspace notification;
+entries of sessions that died meanwhile (score < now) are pruned when the user logs in or lists
+their sessions. On Redis Cluster a user's sessions are drawn in the hash slot of the user's
+index (``store.new_id(user_id=...)``; ``create`` refuses an id of another slot), so the session
+and its index change in one script on one slot; only a login that moves an anonymous session
+into the user's slot takes three resumable steps (:meth:`SessionStore.rotate`). Anonymous
+sessions pay nothing for any of it.
 """
 
 from __future__ import annotations
@@ -75,17 +88,25 @@ CHUNK = 1000  # arguments per HSET/HDEL in a script (Lua's unpack has a stack li
 
 # -- Lua -------------------------------------------------------------------------------------
 # Every script is as short as its job allows: a script's cost inside Redis is mostly its calls.
-# Helpers, put in front of the scripts that call them: a live-session check (one HEXISTS)...
+# A script declares the keys it is called for; the user index of a linked session (found in its
+# _u field) and the sessions an index lists are built from the key names, in the script. On Redis
+# Cluster those keys are in the same hash slot by construction (a user's sessions are drawn in
+# the slot of the user's index: ``new_id(user_id=...)``), and a ``#!lua`` script may touch an
+# undeclared key of its own slot (a key of another slot is refused, on Redis 7.0 and Valkey 9.1).
+#
+# Helpers, put in front of the scripts that call them (each costs a closure per call, so the
+# load path, the hot one, inlines what it needs instead). A live-session check (one HEXISTS);
+# a session moved away by a cross-slot rotate (see MARK) has no _a but a _m field: gone.
 ALIVE = """
 local function alive(key)
   if redis.call('HEXISTS', key, '_a') == 1 then return true end
-  if redis.call('EXISTS', key) == 1 then
+  if redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, '_m') == 0 then
     error(redis.error_reply('CORRUPT the hash has no _a (deadline) field'))
   end
   return false
 end
 """
-# ... and HSET/HDEL/ZREM of many arguments in chunks (Lua's unpack has a stack limit).
+# ... HSET/HDEL of many arguments in chunks (Lua's unpack has a stack limit) ...
 EACH = """
 local function each(command, key, list, first, last)
   for i = first, last, CHUNK do
@@ -93,46 +114,156 @@ local function each(command, key, list, first, last)
   end
 end
 """
+# ... a session key 'P:{id}' -> its user's index 'P:user:{U}', the id, the prefix ...
+INDEX_OF = """
+local function index_of(key, user)
+  local prefix, id = string.match(key, '^(.*):{(.*)}$')
+  return prefix .. ':user:{' .. user .. '}', id, prefix
+end
+"""
+# ... the index expires with the latest expiry it lists (its highest score). Set, not raised:
+# PEXPIREAT ... GT would do nothing on a key without expiry. An index whose last member is gone
+# is gone too (Redis deletes an empty sorted set).
+SETTLE = """
+local function settle(index)
+  local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('PEXPIREAT', index, top[2]) end
+end
+"""
+UNLIST = """
+local function unlist(key, user)
+  local index, id = index_of(key, user)
+  redis.call('ZREM', index, id)
+  settle(index)
+end
+"""
+# ... and after a session joined an index: drop the entries of dead sessions (score < now), end
+# the oldest-created live sessions beyond ``most`` ('' for no limit), never ``keep``. Cost: the
+# user's sessions, read only when there are more than the limit.
+TRIM = """
+local function trim(index, keep, most, now)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now)
+  local ids = redis.call('ZRANGE', index, 0, -1)
+  if most ~= '' and #ids > tonumber(most) then
+    local prefix = string.match(index, '^(.*):user:{')
+    local live = {}
+    for _, id in ipairs(ids) do
+      local m = redis.pcall('HMGET', prefix .. ':{' .. id .. '}', '_c', '_a')
+      if type(m) == 'table' and m[2] then
+        live[#live + 1] = {tonumber(m[1]) or 0, tonumber(m[2]) or 0, id}
+      else
+        redis.call('ZREM', index, id)
+      end
+    end
+    table.sort(live, function(x, y)
+      if x[1] ~= y[1] then return x[1] < y[1] end
+      if x[2] ~= y[2] then return x[2] < y[2] end
+      return x[3] < y[3]
+    end)
+    local over = #live - tonumber(most)
+    for _, s in ipairs(live) do
+      if over <= 0 then break end
+      if s[3] ~= keep then
+        redis.call('DEL', prefix .. ':{' .. s[3] .. '}')
+        redis.call('ZREM', index, s[3])
+        over = over - 1
+      end
+    end
+  end
+  settle(index)
+end
+"""
+HELPERS = {
+    "alive": ALIVE,
+    "each": EACH,
+    "index_of": INDEX_OF,
+    "settle": SETTLE,
+    "unlist": UNLIST,
+    "trim": TRIM,
+}
 
-# KEYS[1] session. ARGV: idle s, absolute s, user id or '', pairs... The server's clock (TIME)
-# sets the absolute deadline once; every later expiry is relative to it or capped by it.
+# Inlined where a linked session's expiry changed (load, touch): its index entry is scored with
+# the new expiry, and the index expires with the latest. ``user`` is the session's _u field.
+RESCORE = """
+if user then
+  local prefix, id = string.match(KEYS[1], '^(.*):{(.*)}$')
+  local index = prefix .. ':user:{' .. user .. '}'
+  local expiry = redis.call('PEXPIRETIME', KEYS[1])
+  if expiry < 0 then redis.call('ZREM', index, id) else redis.call('ZADD', index, expiry, id) end
+  local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('PEXPIREAT', index, top[2]) end
+end
+"""
+
+# KEYS[1] session, KEYS[2] its user's index (linked only). ARGV: idle s, absolute s, user id or
+# '', max sessions per user or '', pairs... The server's clock (TIME) sets the absolute deadline
+# once; every later expiry is relative to it or capped by it. A session this replaces leaves the
+# index of the user it had.
 CREATE = """
+local old = redis.pcall('HGET', KEYS[1], '_u')
 redis.call('DEL', KEYS[1])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local deadline = now + ARGV[2] * 1000
 local fields = {'_c', t[1], '_a', deadline, '_i', ARGV[1]}
 if ARGV[3] ~= '' then fields[7], fields[8] = '_u', ARGV[3] end
-local last = math.min(#ARGV, 3 + CHUNK)  -- CHUNK is even: whole field/value pairs
-for i = 4, last do fields[#fields + 1] = ARGV[i] end
+local last = math.min(#ARGV, 4 + CHUNK)  -- CHUNK is even: whole field/value pairs
+for i = 5, last do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 each('HSET', KEYS[1], ARGV, last + 1, #ARGV)
-redis.call('PEXPIREAT', KEYS[1], math.min(now + ARGV[1] * 1000, deadline))
+local expiry = math.min(now + ARGV[1] * 1000, deadline)
+redis.call('PEXPIREAT', KEYS[1], expiry)
+if type(old) == 'string' and old ~= ARGV[3] then unlist(KEYS[1], old) end
+if ARGV[3] ~= '' then
+  local id = string.match(KEYS[1], ':{(.*)}$')
+  redis.call('ZADD', KEYS[2], expiry, id)
+  trim(KEYS[2], id, ARGV[4], now)
+end
 return deadline
 """
 
 # KEYS[1] session. Slides the idle expiry without reading the clock: PEXPIRE to the idle
 # timeout, then PEXPIREAT ... LT caps it at the absolute deadline (and deletes the key once the
 # deadline has passed). Returns {ms left, expiry (epoch ms), HGETALL's flat array}: the client
-# parses the fields (faster than building JSON in Lua); now = expiry - ms left.
-LOAD = """
-local m = redis.call('HMGET', KEYS[1], '_a', '_i')
-if not m[1] then
-  if redis.call('EXISTS', KEYS[1]) == 1 then
+# parses the fields (faster than building JSON in Lua); now = expiry - ms left. The meta fields
+# come from that same HGETALL (a loop over the names is cheaper than one more HMGET, whose miss
+# on _u would scan an anonymous session's whole hash): an anonymous session costs less than it
+# did before the index followed expiries (measured: python -m sessionlab.bench).
+LOAD = (
+    """
+local f = redis.call('HGETALL', KEYS[1])
+local deadline, idle, user
+for i = 1, #f, 2 do
+  local name = f[i]
+  if name == '_a' then
+    deadline = f[i + 1]
+  elseif name == '_i' then
+    idle = f[i + 1]
+  elseif name == '_u' then
+    user = f[i + 1]
+  end
+end
+if not deadline then
+  if #f > 0 and redis.call('HEXISTS', KEYS[1], '_m') == 0 then
     return redis.error_reply('CORRUPT the hash has no _a (deadline) field')
   end
   return false
 end
-local idle = tonumber(m[2])
+idle = tonumber(idle)
 if not idle then return redis.error_reply('CORRUPT the _i (idle timeout) field is not a number') end
 redis.call('PEXPIRE', KEYS[1], idle * 1000)
-redis.call('PEXPIREAT', KEYS[1], m[1], 'LT')
-local f = redis.call('HGETALL', KEYS[1])
-if #f == 0 then return false end
-return {redis.call('PTTL', KEYS[1]), redis.call('PEXPIRETIME', KEYS[1]), f}
+redis.call('PEXPIREAT', KEYS[1], deadline, 'LT')
 """
+    + RESCORE
+    + """
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then return false end
+return {left, redis.call('PEXPIRETIME', KEYS[1]), f}
+"""
+)
 
-# KEYS[1] session. The same reply as LOAD, changing nothing (get, get_cart).
+# KEYS[1] session. The same reply as LOAD, changing nothing (get, get_cart). A moved session
+# (_m, no _a) is answered as gone by the client's parser.
 READ = """
 local f = redis.call('HGETALL', KEYS[1])
 if #f == 0 then return false end
@@ -140,18 +271,24 @@ return {redis.call('PTTL', KEYS[1]), redis.call('PEXPIRETIME', KEYS[1]), f}
 """
 
 # KEYS[1] session. ARGV[1] seconds, or '' for the session's own idle timeout.
-TOUCH = """
-local m = redis.call('HMGET', KEYS[1], '_a', '_i')
+TOUCH = (
+    """
+local m = redis.call('HMGET', KEYS[1], '_a', '_i', '_u')
 if not m[1] then
   alive(KEYS[1])
   return 0
 end
+local user = m[3]
 local idle = tonumber(m[2])
 if ARGV[1] ~= '' then idle = tonumber(ARGV[1]) end
 redis.call('PEXPIRE', KEYS[1], idle * 1000)
 redis.call('PEXPIREAT', KEYS[1], m[1], 'LT')
+"""
+    + RESCORE
+    + """
 return redis.call('EXISTS', KEYS[1])
 """
+)
 
 # KEYS[1] session. ARGV: p:<name>/JSON pairs.
 UPDATE = """
@@ -209,52 +346,182 @@ end
 return tonumber(ARGV[2])
 """
 
-# KEYS[1] session. Returns {deleted, user id or ''}.
+# KEYS[1] session. Deletes it and its entry in its user's index; 1 if there was a session (a
+# moved one, see MARK, is deleted but was gone already: 0).
 DELETE = """
-local user = redis.pcall('HGET', KEYS[1], '_u')
-if type(user) ~= 'string' then user = '' end
-return {redis.call('DEL', KEYS[1]), user}
+local m = redis.pcall('HMGET', KEYS[1], '_u', '_m')
+local deleted = redis.call('DEL', KEYS[1])
+if type(m) ~= 'table' then return deleted end
+if m[1] then unlist(KEYS[1], m[1]) end
+if m[2] then return 0 end
+return deleted
 """
 
-# KEYS[1] old session, KEYS[2] the new one (a fresh random id). ARGV[1] a user id to link it
-# to, or ''. RENAME keeps every field (profile, cart, user, created, deadline) and the expiry.
-# If the old id is gone but the new one exists, this ran already: done.
+# KEYS[1] old session, KEYS[2] the new one (a fresh random id in the same slot), KEYS[3] the
+# index of ARGV[1], a user id to link the session to ('': keep its link, if any); ARGV[2] max
+# sessions per user or ''. RENAME keeps every field (profile, cart, user, created, deadline) and
+# the expiry; the index entry moves to the new id with the same score. If the old id is gone but
+# the new one exists, this ran already: done.
 ROTATE = """
-if not alive(KEYS[1]) then return redis.call('EXISTS', KEYS[2]) end
+local m = redis.call('HMGET', KEYS[1], '_a', '_u')
+if not m[1] then
+  alive(KEYS[1])
+  return redis.call('EXISTS', KEYS[2])
+end
 redis.call('RENAME', KEYS[1], KEYS[2])
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], '_u', ARGV[1]) end
+local user = m[2]
+if ARGV[1] ~= '' then
+  user = ARGV[1]
+  redis.call('HSET', KEYS[2], '_u', user)
+end
+if m[2] then
+  local index, id = index_of(KEYS[1], m[2])
+  redis.call('ZREM', index, id)
+  if m[2] ~= user then settle(index) end
+end
+if user then
+  local index, id = index_of(KEYS[2], user)
+  redis.call('ZADD', index, redis.call('PEXPIRETIME', KEYS[2]), id)
+  if user == m[2] then
+    settle(index)
+  else
+    local t = redis.call('TIME')
+    trim(index, id, ARGV[2] or '', t[1] * 1000 + math.floor(t[2] / 1000))
+  end
+end
 return 1
 """
 
-# KEYS[1] a user's index. ARGV: session id, its absolute deadline (ms). The index expires at the
-# latest deadline it lists. Returns the members, oldest deadline first.
-INDEX_ADD = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], last[2])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+# A login rotate on Redis Cluster whose new id must live in another slot (the user's) than the
+# old one: three steps, each one script on one slot (see SessionStore.rotate).
+# Step 1, KEYS[1] the old session. ARGV: a fresh id in the user's slot, the user id. Marks the
+# session moved: _a (its deadline) becomes _d, _m names the new id, _t the user; from then on
+# every read and write finds it gone. Leaves the index of the user it had. Returns {new id,
+# expiry, the new session's fields}; run again (a resume), it returns the id recorded first.
+MARK = """
+local m = redis.call('HMGET', KEYS[1], '_a', '_u', '_m', '_t')
+if m[1] then
+  redis.call('HDEL', KEYS[1], '_a', '_u')
+  redis.call('HSET', KEYS[1], '_m', ARGV[1], '_t', ARGV[2], '_d', m[1])
+  if m[2] then unlist(KEYS[1], m[2]) end
+elseif not m[3] then
+  alive(KEYS[1])
+  return false
+elseif m[4] ~= ARGV[2] then
+  return false
+end
+local f = redis.call('HGETALL', KEYS[1])
+local fields, id = {'_u', ARGV[2]}, false
+for i = 1, #f, 2 do
+  if f[i] == '_m' then
+    id = f[i + 1]
+  elseif f[i] == '_d' then
+    fields[#fields + 1], fields[#fields + 2] = '_a', f[i + 1]
+  elseif f[i] ~= '_t' then
+    fields[#fields + 1], fields[#fields + 2] = f[i], f[i + 1]
+  end
+end
+return {id, redis.call('PEXPIRETIME', KEYS[1]), fields}
 """
 
-# KEYS[1] a user's index. ARGV: members to drop. Keeps the expiry at the latest deadline left.
-INDEX_DROP = """
-each('ZREM', KEYS[1], ARGV, 1, #ARGV)
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if #last == 0 then return 0 end
-redis.call('PEXPIREAT', KEYS[1], last[2])
-return redis.call('ZCARD', KEYS[1])
+# Step 2, KEYS[1] the new session, KEYS[2] its user's index. ARGV: expiry (epoch ms), max
+# sessions per user or '', field/value pairs. Writes the session (unless it is there: a resume)
+# with the old one's expiry, lists it, trims. 0 if that expiry has passed meanwhile.
+MOVE_IN = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if tonumber(ARGV[1]) <= now then return 0 end
+each('HSET', KEYS[1], ARGV, 3, #ARGV)
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+local id = string.match(KEYS[1], ':{(.*)}$')
+redis.call('ZADD', KEYS[2], ARGV[1], id)
+trim(KEYS[2], id, ARGV[2], now)
+return 1
+"""
+
+# Step 3, KEYS[1] the old session. ARGV[1] the new id: deletes the old key if it still records
+# that move.
+FINISH = """
+if redis.pcall('HGET', KEYS[1], '_m') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS[1] a user's index. For each session it lists: {id, _c, _i, _a, ms left, expiry}; the
+# entries of sessions that are gone are dropped, a score that drifted from its session's expiry
+# is set again, and the index expires with the latest.
+LIST = """
+local prefix = string.match(KEYS[1], '^(.*):user:{')
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local live = {}
+for i = 1, #entries, 2 do
+  local id = entries[i]
+  local key = prefix .. ':{' .. id .. '}'
+  local m = redis.pcall('HMGET', key, '_c', '_i', '_a')
+  local expiry = redis.call('PEXPIRETIME', key)
+  if type(m) == 'table' and m[1] and m[2] and m[3] and expiry >= 0 then
+    if tonumber(entries[i + 1]) ~= expiry then redis.call('ZADD', KEYS[1], expiry, id) end
+    live[#live + 1] = {id, m[1], m[2], m[3], redis.call('PTTL', key), expiry}
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+settle(KEYS[1])
+return live
+"""
+
+# KEYS[1] a user's index. ARGV[1] a session id to keep, or ''. Ends every other session it
+# lists; the index keeps only ``keep`` (and expires with it) or is gone. How many were ended.
+LOGOUT = """
+local prefix = string.match(KEYS[1], '^(.*):user:{')
+local ended = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if id ~= ARGV[1] then
+    ended = ended + redis.call('DEL', prefix .. ':{' .. id .. '}')
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+settle(KEYS[1])
+return ended
 """
 
 
 # Declared flags (Redis 7.0+): a write script is refused whole, before it runs, when Redis is
-# out of memory or cannot save to disk; reads run then, and so do deletes, which free memory.
-FLAGS = {"read": "#!lua flags=no-writes", "delete": "#!lua flags=allow-oom"}
-FLAGS["index_drop"] = FLAGS["delete"]
+# out of memory or cannot save to disk; reads run then, and so do deletes, which free memory
+# (and the index upkeep that goes with them: ZREM, PEXPIREAT).
+_DELETES = "#!lua flags=allow-oom"
+FLAGS = {
+    "read": "#!lua flags=no-writes",
+    "delete": _DELETES,
+    "finish": _DELETES,
+    "list": _DELETES,
+    "logout": _DELETES,
+}
 
 
 def _lua(name: str, body: str) -> str:
-    """The script's full text: its flags, the helpers it calls, its body."""
-    helpers = (ALIVE if "alive(" in body else "") + (EACH if "each(" in body else "")
-    return (FLAGS.get(name, "#!lua") + "\n" + helpers + body).replace("CHUNK", str(CHUNK))
+    """The script's full text: its flags, the helpers it calls (and those they call), its
+    body."""
+    needed = body
+    helpers = []
+    for helper, source in reversed(HELPERS.items()):  # a helper calls only those before it
+        if re.search(rf"\b{helper}\(", needed):
+            helpers.insert(0, source)
+            needed += source
+    return (FLAGS.get(name, "#!lua") + "\n" + "".join(helpers) + body).replace("CHUNK", str(CHUNK))
+
+
+def random_id() -> str:
+    """A fresh, unguessable session id: 256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+class _NewId:
+    """``SessionStore.new_id``: on the class, :func:`random_id`; on a store, the store's
+    ``_new_id(user_id=None)``, which on Redis Cluster draws a user's id in the user's slot."""
+
+    def __get__(self, store: SessionStore | None, owner: type | None = None) -> Any:
+        return random_id if store is None else store._new_id
 
 
 @dataclass(frozen=True)
@@ -322,6 +589,7 @@ class SessionStore:
         self.max_sessions_per_user = (
             None if max_sessions_per_user is None else int.__int__(max_sessions_per_user)
         )
+        self._limit = "" if self.max_sessions_per_user is None else str(self.max_sessions_per_user)
         self._cluster = isinstance(client, RedisCluster)
         scripts = {
             "create": CREATE,
@@ -335,8 +603,11 @@ class SessionStore:
             "set": SET_QUANTITY,
             "delete": DELETE,
             "rotate": ROTATE,
-            "index_add": INDEX_ADD,
-            "index_drop": INDEX_DROP,
+            "mark": MARK,
+            "move_in": MOVE_IN,
+            "finish": FINISH,
+            "list": LIST,
+            "logout": LOGOUT,
         }
         self._scripts = {
             name: client.register_script(_lua(name, source)) for name, source in scripts.items()
@@ -366,10 +637,21 @@ class SessionStore:
         """The key listing a user's sessions, e.g. ``session:user:{U001}``."""
         return f"{self.prefix}:user:{{{check_user_id(user_id)}}}"
 
-    @staticmethod
-    def new_id() -> str:
-        """A fresh, unguessable session id: 256 random bits, URL-safe (43 characters)."""
-        return secrets.token_urlsafe(32)
+    new_id = _NewId()  # SessionStore.new_id(): random_id; store.new_id(user_id=...): _new_id
+
+    def _new_id(self, user_id: str | None = None) -> str:
+        """A fresh, unguessable session id: 256 random bits, URL-safe (43 characters).
+
+        On Redis Cluster, an id for a session of ``user_id`` is drawn in the hash slot of that
+        user's index (still 240 random bits, 43 characters), so that one script keeps both; a
+        session created with a user needs such an id there. On one server any id works.
+        ``SessionStore.new_id()`` on the class takes no user: a random id.
+        """
+        if user_id is None or not self._cluster:
+            if user_id is not None:
+                check_user_id(user_id)
+            return random_id()
+        return _id_in_slot(_tag_slot(check_user_id(user_id)))
 
     def load_scripts(self) -> None:
         """Send every script of the store to Redis now (``SCRIPT LOAD``).
@@ -394,21 +676,28 @@ class SessionStore:
 
         ``ttl`` is this session's idle timeout (default: the store's ``idle_ttl``); the absolute
         deadline is ``absolute_ttl`` from now. ``user_id`` links it to a user
-        (:meth:`sessions_of`, :meth:`logout_everywhere`, ``max_sessions_per_user``).
+        (:meth:`sessions_of`, :meth:`logout_everywhere`, ``max_sessions_per_user``) in the same
+        script: the user's index lists it, and the oldest sessions beyond the limit end.
+        On Redis Cluster a linked session's id must be in its user's hash slot: make it with
+        ``store.new_id(user_id=...)``.
         """
         key = self.key(session_id)
         fields = profile_fields(data)
         seconds = self.idle_ttl if ttl is None else check_ttl(ttl)
-        user = "" if user_id is None else check_user_id(user_id)
+        keys = [key]
+        user = ""
+        if user_id is not None:
+            user = check_user_id(user_id)
+            keys.append(self.user_key(user))
+            if self._cluster and _tag_slot(str.__str__(session_id)) != _tag_slot(user):
+                raise InvalidSessionId(
+                    f"session id {fingerprint(str.__str__(session_id))} is in hash slot "
+                    f"{_tag_slot(str.__str__(session_id))}, but on Redis Cluster the sessions of "
+                    f"user {user!r} live in slot {_tag_slot(user)}, with the index that lists "
+                    f"them; nothing was written. Make the id with store.new_id(user_id={user!r})."
+                )
         with _translated_errors(key, write="creation"):
-            deadline = self._run("create", [key], [seconds, self.absolute_ttl, user, *fields])
-        if user:
-            try:
-                self._link(user, str.__str__(session_id), int(deadline))
-            except BaseException:
-                # A session its user's index does not list would escape logout_everywhere.
-                self.client.delete(key)
-                raise
+            self._run("create", keys, [seconds, self.absolute_ttl, user, self._limit, *fields])
         return True
 
     def get(self, session_id: str) -> dict[str, Any] | None:
@@ -451,11 +740,7 @@ class SessionStore:
         """Delete the session (profile and cart); ``False`` if there was nothing to delete."""
         key = self.key(session_id)
         with _translated_errors(key, write="deletion"):
-            deleted, user = self._run("delete", [key])
-        user = _text(user, key)
-        if user:
-            self._unlink(user, [str.__str__(session_id)])
-        return bool(deleted)
+            return bool(self._run("delete", [key]))
 
     # -- expiry ------------------------------------------------------------------------
 
@@ -463,7 +748,14 @@ class SessionStore:
         """Seconds until the session expires; ``None`` if absent, ``-1`` if it never expires."""
         key = self.key(session_id)
         with _translated_errors(key):
-            seconds = self.client.ttl(key)
+            if not self._cluster:
+                seconds = self.client.ttl(key)
+            else:  # only there can a session be half-way through a move (rotate): then gone
+                pipe = self.client.pipeline(transaction=False)
+                pipe.ttl(key)
+                pipe.hexists(key, "_m")
+                seconds, moved = pipe.execute()
+                seconds = -2 if moved else seconds
         return None if seconds == -2 else seconds
 
     def touch(self, session_id: str, ttl: int | None = None) -> bool:
@@ -516,97 +808,76 @@ class SessionStore:
     # -- security: rotation, a user's sessions -------------------------------------------
 
     def rotate(self, session_id: str, user_id: str | None = None) -> str | None:
-        """Move the session (profile, cart, user link, absolute deadline) to a fresh id, e.g.
-        at login; the old id is dead when this returns. ``None`` if the session is gone.
+        """Move the session (profile, cart, user link, absolute deadline, expiry) to a fresh id,
+        e.g. at login; the old id is dead when this returns. ``None`` if the session is gone.
 
         ``user_id`` links the new id to that user in the same step (login: the anonymous cart
         is kept, a planted id is dead), counted against ``max_sessions_per_user``.
 
-        The move is one RENAME inside a script: atomic, the old and new id never both live.
-        On Redis Cluster the new id is drawn in the old id's hash slot (still 240 random bits),
-        so the move is the same single-slot step. The user's index lists the new id before the
-        move and drops the old one after it, so "log out everywhere" never misses it.
+        On one server, and on Redis Cluster whenever the new id can live in the old id's hash
+        slot (no ``user_id``, or the session is in that user's slot already), the move is one
+        script: RENAME, and the user's index drops the old id and lists the new one (the oldest
+        sessions beyond the limit end), atomically; the old and new id never both live.
+
+        A login on Redis Cluster whose session is not in the user's slot yet (an anonymous
+        one) moves it there in three steps, each one script on one slot:
+
+        1. on the old id: the session is marked moved (its fields ``_m`` = the new id, ``_t``
+           = the user) and its fields and expiry are read; from then on every read and write
+           of the old id finds it gone;
+        2. on the user's slot: the new id is written with the same fields (``_u`` = the user),
+           absolute deadline and expiry, and listed in the user's index (limit applied);
+        3. the old key is deleted.
+
+        A caller that dies between the steps leaves the session safe in the old key (dead for
+        every use) until it expires. Calling ``rotate(old_id, user_id)`` again with the same user
+        resumes the move from the recorded new id and returns it; with another user, or none, the
+        old id is gone (``None``). One case is not undone: if the caller died between steps 2
+        and 3 and the new id has ended since (deleted, logged out), a resume writes it again,
+        as it was at login.
         """
         old_key = self.key(session_id)
         linked = None if user_id is None else check_user_id(user_id)
-        new_id = _id_in_slot(_slot(session_id)) if self._cluster else self.new_id()
-        new_key = self.key(new_id)
-        with _translated_errors(old_key):
-            found = self.client.hmget(old_key, ["_u", "_a"])
-        old_user, deadline = (_text(v, old_key) if v is not None else None for v in found)
-        if deadline is None:
-            with _translated_errors(old_key):
-                if self.client.exists(old_key):
-                    raise CorruptSession(
-                        f"{old_key} is not a session written by sessionlab (no _a field): "
-                        "delete it and create the session again."
-                    )
-            return None
-        user = linked or old_user
-        members = self._link(user, new_id, int(deadline), limit=False) if user else []
+        if not self._cluster:
+            new_id = random_id()
+        elif linked is not None and _tag_slot(str.__str__(session_id)) != _tag_slot(linked):
+            return self._move(old_key, linked)
+        else:
+            new_id = _id_in_slot(_tag_slot(str.__str__(session_id)))
+        keys = [old_key, self.key(new_id)]
+        if linked is not None:
+            keys.append(self.user_key(linked))
         with _translated_errors(old_key, write="rotation"):
-            moved = self._run("rotate", [old_key, new_key], [linked or ""])
-        if old_user and moved:
-            self._unlink(old_user, [str.__str__(session_id)])
-        if user and not moved:
-            self._unlink(user, [new_id])
-        if moved and linked and linked != old_user:
-            self._trim(linked, new_id, members)
+            moved = self._run("rotate", keys, [linked or "", self._limit])
         return new_id if moved else None
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions, oldest first (a device list). Dead entries are pruned.
 
-        Cost: one read of the user's index and one of each listed session, whatever the total
+        One script on the user's index: its cost is that user's sessions, whatever the total
         number of sessions.
         """
         index = self.user_key(user_id)
         with _translated_errors(index):
-            members = [_text(m, index) for m in self.client.zrange(index, 0, -1)]
-        if not members:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for member in members:
-            pipe.hmget(self.key(member), ["_c", "_i"])
-            pipe.pttl(self.key(member))
-            pipe.pexpiretime(self.key(member))
-        with _translated_errors(index):
-            replies = pipe.execute()
-        live, dead = [], []
-        for member, (created, idle), left, expiry in zip(
-            members, replies[::3], replies[1::3], replies[2::3], strict=True
-        ):
-            if created is None or idle is None or left == -2:
-                dead.append(member)
-            else:
-                seen = _last_seen(int(created), int(idle), expiry)
-                live.append(SessionInfo(member, int(created), seen, _seconds(left)))
-        if dead:
-            self._unlink(user_id, dead)
-        return live
+            rows = self._run("list", [index])
+        live = []
+        for member, created, idle, deadline, left, expiry in rows:
+            started, idle_s, ends = int(created), int(idle), int(deadline)
+            seen = _last_seen(started, idle_s, expiry)
+            info = SessionInfo(_text(member, index), started, seen, _seconds(left))
+            live.append((started, ends, info.session_id, info))
+        return [info for *_, info in sorted(live)]
 
     def logout_everywhere(self, user_id: str, keep: str | None = None) -> int:
         """End every session of the user (but ``keep``, if given); how many were ended.
 
-        Reads the index again after each pass until a pass finds nothing left to end, so a
-        session rotated or created while it runs is ended too.
+        One script on the user's index (atomic; its cost is that user's sessions): each listed
+        session is deleted and unlisted, and the index is left listing only ``keep`` or gone.
         """
         index = self.user_key(user_id)
-        spared = None if keep is None else check_session_id(keep)
-        ended = 0
-        for _ in range(10):
-            with _translated_errors(index):
-                members = [_text(m, index) for m in self.client.zrange(index, 0, -1)]
-            doomed = [m for m in members if m != spared]
-            if not doomed:
-                break
-            pipe = self.client.pipeline(transaction=False)
-            for member in doomed:
-                pipe.delete(self.key(member))
-            with _translated_errors(index):
-                ended += sum(pipe.execute())
-            self._unlink(user_id, doomed)
-        return ended
+        spared = "" if keep is None else check_session_id(keep)
+        with _translated_errors(index, write="logout"):
+            return int(self._run("logout", [index], [spared]))
 
     # -- internals -----------------------------------------------------------------------
 
@@ -629,6 +900,7 @@ class SessionStore:
         if reply is None:
             return None
         left, expiry, flat = reply
+        raw: dict[str, str] = {}
         try:
             if flat and type(flat[0]) is bytes:
                 flat = [item.decode() for item in flat]
@@ -650,6 +922,8 @@ class SessionStore:
                 if type(number) is not int or number < 0:
                     raise ValueError(number)
         except (ValueError, KeyError, IndexError):  # JSONDecodeError, UnicodeDecodeError too
+            if "_m" in raw and "_a" not in raw:
+                return None  # moved to another id by a rotate (see rotate): gone
             raise CorruptSession(
                 f"{key} holds a field that is not JSON, not a quantity, or no meta fields "
                 "(_a, _c, _i); it was not written by sessionlab: delete the session and create "
@@ -659,41 +933,22 @@ class SessionStore:
         seen = now // 1000 if slide else _last_seen(created, idle, expiry)
         return Session(str.__str__(session_id), data, cart, _seconds(left), user, created, seen)
 
-    def _link(self, user_id: str, session_id: str, deadline: int, limit: bool = True) -> list[str]:
-        """List the session in its user's index; end the oldest beyond the per-user limit.
-        Returns the index's members."""
-        index = self.user_key(user_id)
-        with _translated_errors(index):
-            members = self._run("index_add", [index], [session_id, deadline])
-        members = [_text(m, index) for m in members]
-        if limit:
-            self._trim(user_id, session_id, members)
-        return members
-
-    def _trim(self, user_id: str, session_id: str, members: list[str]) -> None:
-        """End the user's oldest sessions beyond ``max_sessions_per_user`` (``session_id``,
-        the one just linked, stays); drop the dead ones from the index."""
-        index = self.user_key(user_id)
-        most = self.max_sessions_per_user
-        if most is None or len(members) <= most:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for member in members:
-            pipe.exists(self.key(member))
-        with _translated_errors(index):
-            live = [m for m, n in zip(members, pipe.execute(), strict=True) if n]
-        dead = [m for m in members if m not in live]
-        excess = [m for m in live if m != session_id][: max(0, len(live) - most)]
-        for member in excess:
-            with _translated_errors(index):
-                self.client.delete(self.key(member))
-        if dead or excess:
-            self._unlink(user_id, dead + excess)
-
-    def _unlink(self, user_id: str, session_ids: list[str]) -> None:
-        index = self.user_key(user_id)
-        with _translated_errors(index):
-            self._run("index_drop", [index], session_ids)
+    def _move(self, old_key: str, user: str) -> str | None:
+        """A login rotate across hash slots: the three steps described in :meth:`rotate`."""
+        with _translated_errors(old_key, write="rotation"):
+            found = self._run("mark", [old_key], [self.new_id(user_id=user), user])
+        if found is None:
+            return None
+        recorded, expiry, fields = found
+        new_id = _text(recorded, old_key)
+        new_key = self.key(new_id)
+        with _translated_errors(new_key, write="rotation"):
+            written = self._run(
+                "move_in", [new_key, self.user_key(user)], [expiry, self._limit, *fields]
+            )
+        with _translated_errors(old_key, write="rotation"):
+            self._run("finish", [old_key], [new_id])
+        return new_id if written else None
 
 
 # -- checks and encoding -----------------------------------------------------------------
@@ -967,8 +1222,10 @@ def _last_seen(created: int, idle: int, expiry_ms: int) -> int:
     return max(created, (expiry_ms - idle * 1000) // 1000)
 
 
-def _slot(session_id: str) -> int:
-    return binascii.crc_hqx(check_session_id(session_id).encode(), 0) % 16384
+def _tag_slot(name: str) -> int:
+    """The hash slot of the keys whose hash tag is ``name``: a session id (``P:{id}``) or a user
+    id (``P:user:{uid}``); neither can hold braces, nor can the prefix."""
+    return binascii.crc_hqx(name.encode(), 0) % 16384
 
 
 def _id_in_slot(slot: int) -> str:

@@ -17,6 +17,11 @@ from decimal import Decimal
 import pytest
 import redis
 from helpers import unique_prefix, wait_until
+from index_checks import (
+    assert_index_follows_its_sessions,
+    index_dies_with_its_sessions,
+    index_expiry_follows_every_change,
+)
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
@@ -1279,7 +1284,7 @@ def test_rotate_with_a_user_id_counts_against_the_limit_and_refuses_bad_ids(clie
     store = user_store(client, max_sessions_per_user=2)
     for session_id in ["a", "b"]:
         store.create(session_id, PROFILE, user_id="U1")
-        time.sleep(0.002)  # "oldest" is by absolute deadline, in ms
+        time.sleep(0.002)  # "oldest": created first (s), then the earlier deadline (ms)
     store.create("anon", PROFILE)
     with pytest.raises(sessionlab.InvalidUserId):
         store.rotate("anon", user_id="a b")
@@ -1342,7 +1347,7 @@ def test_max_sessions_per_user_ends_the_oldest(client):
     store = user_store(client, max_sessions_per_user=2)
     for session_id in ["first", "second", "third"]:
         store.create(session_id, PROFILE, user_id="U1")
-        time.sleep(0.002)  # "oldest" is by absolute deadline, in ms: no two in the same one
+        time.sleep(0.002)  # "oldest": created first (s), then the earlier deadline (ms)
     assert [s.session_id for s in store.sessions_of("U1")] == ["second", "third"]
     assert store.get("first") is None
     store.delete("second")  # a dead entry does not count
@@ -1378,18 +1383,32 @@ def test_the_index_expires_with_the_last_absolute_deadline(client):
     assert list(client.scan_iter(f"{store.prefix}:*")) == []
 
 
-def test_after_idle_expiry_the_index_waits_for_its_deadline_or_the_next_use(client):
-    """Idle expiry: the sessions die early, the index stays until the latest absolute deadline
-    it lists, unless sessions_of/logout_everywhere/create of that user prunes it first."""
-    store = user_store(client, idle_ttl=1, absolute_ttl=60)
-    store.create("a", PROFILE, user_id="U1")
-    store.create("b", PROFILE, user_id="U1")
-    assert wait_until(lambda: client.exists(store.key("a"), store.key("b")) == 0, timeout=10)
-    index = store.user_key("U1")
-    assert client.exists(index) == 1
-    assert client.pexpiretime(index) <= int(client.time()[0]) * 1000 + 60_000
-    assert store.sessions_of("U1") == []
-    assert client.exists(index) == 0
+@pytest.mark.slow
+def test_the_index_dies_with_its_sessions_when_they_idle_out(client):
+    """Idle expiry (the common end: idle 1 s here, absolute an hour away): the index expires
+    with the last of its sessions, not with the latest absolute deadline."""
+    index_dies_with_its_sessions(user_store(client, idle_ttl=1, absolute_ttl=3600), "U1")
+
+
+def test_the_index_expiry_follows_every_change(client):
+    index_expiry_follows_every_change(user_store(client), "U1")
+
+
+def test_create_over_a_linked_session_moves_it_to_the_new_users_index(client):
+    """An id created again for another user (or none) leaves the first user's index: that
+    user's logout_everywhere must not end the new session."""
+    store = user_store(client)
+    store.create("s", PROFILE, user_id="U1")
+    store.create("t", PROFILE, user_id="U1")
+    store.create("s", UPDATED, user_id="U2")
+    assert client.zrange(store.user_key("U1"), 0, -1) == ["t"]
+    assert client.zrange(store.user_key("U2"), 0, -1) == ["s"]
+    assert_index_follows_its_sessions(store, "U1")
+    store.create("t", PROFILE)  # anonymous now
+    assert client.exists(store.user_key("U1")) == 0
+    assert store.logout_everywhere("U1") == 0
+    assert store.get("s") == UPDATED and store.get("t") == PROFILE
+    assert store.logout_everywhere("U2") == 1
 
 
 def test_a_profile_with_thousands_of_fields(store):
