@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 PIP_VERSION := 26.3
 LAB_PORT ?= 8888
 SANITIZE := tests/nbval_sanitize.cfg
-LINTED := sessionlab tests conftest.py
+LINTED := sessionlab tests conftest.py notebooks
 # pytest-xdist workers per run. The tests mostly wait on servers, kernels and the browser, so
 # more workers than the 2 cores of a small CI machine still pay; loadscope keeps each notebook
 # (one kernel) and the browser tests (one JupyterLab) in one worker; the longest start first
