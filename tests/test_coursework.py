@@ -115,6 +115,23 @@ def test_student_edition_is_current(lesson: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.pinned_only
+@pytest.mark.parametrize("lesson", LESSONS, ids=stem)
+def test_student_edition_compiles(lesson: Path) -> None:
+    """Otter replaces each ``# SOLUTION`` line by ``...``: a solution split over lines (as
+    ``ruff format`` splits a long one) leaves a broken cell. Caught here in a second, rather
+    than by grading or the browser after minutes."""
+    student = nbformat.read(coursework.STUDENT / lesson.name, as_version=4)
+    broken = []
+    for index, cell in enumerate(student.cells):
+        if cell.cell_type == "code":
+            try:
+                compile(cell.source, f"cell {index}", "exec")
+            except SyntaxError as error:
+                broken.append(f"cell {index}: {error.msg}: {cell.source[:80]!r}")
+    assert not broken, "\n".join(broken)
+
+
+@pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", WITH_EXERCISES, ids=stem)
 def test_student_edition_hides_answers(lesson: Path) -> None:
     student = nbformat.read(coursework.STUDENT / lesson.name, as_version=4)
