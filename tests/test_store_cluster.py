@@ -144,17 +144,22 @@ def test_the_index_expiry_follows_every_change_on_a_cluster(store):
     index_expiry_follows_every_change(store, "U1")
 
 
-def test_a_login_rotate_moves_the_session_into_the_users_slot(store, cluster):
-    client = store.client
-    user_slot = key_slot(store.user_key("U5").encode())
-    store.create(mine := store.new_id(user_id="U5"), PROFILE, user_id="U5")  # another device
+def anonymous_cart_outside(store, user_slot: int) -> tuple[str, dict, int]:
+    """An anonymous session with a cart, in another slot than ``user_slot``: its id, its
+    fields and its expiry (epoch ms)."""
     old = store.new_id()
     while slot(store, old) == user_slot:
         old = store.new_id()  # pragma: no cover - one chance in 16384
     store.create(old, {"theme": "dark"})
     store.add_to_cart(old, "SKU-RED-MUG", 2)
-    before = client.hgetall(store.key(old))
-    expiry = client.pexpiretime(store.key(old))
+    return old, store.client.hgetall(store.key(old)), store.client.pexpiretime(store.key(old))
+
+
+def test_a_login_rotate_moves_the_session_into_the_users_slot(store, cluster):
+    client = store.client
+    user_slot = key_slot(store.user_key("U5").encode())
+    store.create(mine := store.new_id(user_id="U5"), PROFILE, user_id="U5")  # another device
+    old, before, expiry = anonymous_cart_outside(store, user_slot)
     new = store.rotate(old, user_id="U5")
     assert len(new) == 43 and slot(store, new) == user_slot
     assert client.hgetall(store.key(new)) == {**before, "_u": "U5"}  # same _c, _a, profile, cart
@@ -174,13 +179,7 @@ def test_a_login_rotate_between_slots_resumes_after_each_step(store):
     client = store.client
     user_slot = key_slot(store.user_key("U6").encode())
     for steps in (["mark"], ["mark", "move_in"]):
-        old = store.new_id()
-        while slot(store, old) == user_slot:
-            old = store.new_id()  # pragma: no cover - one chance in 16384
-        store.create(old, {"theme": "dark"})
-        store.add_to_cart(old, "SKU-RED-MUG", 2)
-        before = client.hgetall(store.key(old))
-        expiry = client.pexpiretime(store.key(old))
+        old, before, expiry = anonymous_cart_outside(store, user_slot)
         recorded, moved_expiry, fields = store._run(
             "mark", [store.key(old)], [store.new_id(user_id="U6"), "U6"]
         )
