@@ -52,6 +52,8 @@ SLOTS = 16384
 NODE_TIMEOUT_MS = 1000
 WAIT_TIMEOUT = 15.0
 MIGRATE_BATCH = 200  # keys per MIGRATE
+#: What a cluster answers while it is not ok yet: worth waiting for, then asking again.
+TRANSIENT_STATES = ("CLUSTERDOWN", "TRYAGAIN")
 SLOT_BATCH = 1024  # slots moved per round of pipelined commands
 
 
@@ -389,14 +391,23 @@ class LabCluster:
             source = self._by_id(source_id)
             for start in range(0, len(source_slots), SLOT_BATCH):
                 batch = source_slots[start : start + SLOT_BATCH]
-                try:
-                    moved_keys += self._move_batch(batch, source, to)
-                except redis.RedisError as error:
-                    raise ServerError(
-                        f"Moving slots {batch[0]}-{batch[-1]} from {self.name(source)} to "
-                        f"{self.name(to)} failed: {error}. Some may be left half-moved "
-                        "(MIGRATING/IMPORTING): `redis-cli --cluster fix` repairs that."
-                    ) from error
+                moved_keys += self._count_keys(batch, source)
+                for attempt in range(1, 4):
+                    try:
+                        self._move_batch(batch, source, to)
+                        break
+                    except redis.RedisError as error:
+                        # On a busy machine a node can miss heartbeats for a node timeout, and
+                        # the cluster says CLUSTERDOWN until it is heard again. Every step of a
+                        # batch can be repeated, so wait for the cluster, then repeat it.
+                        if attempt < 3 and any(w in str(error) for w in TRANSIENT_STATES):
+                            self.wait_until_ok()
+                            continue
+                        raise ServerError(
+                            f"Moving slots {batch[0]}-{batch[-1]} from {self.name(source)} to "
+                            f"{self.name(to)} failed: {error}. Some may be left half-moved "
+                            "(MIGRATING/IMPORTING): `redis-cli --cluster fix` repairs that."
+                        ) from error
                 done += len(batch)
                 if on_batch is not None:
                     on_batch(done)
@@ -553,7 +564,13 @@ class LabCluster:
             retry_on=(redis.RedisError, StopIteration),  # a node busy or restarting
         )
 
-    def _move_batch(self, slots: Sequence[int], source: LabServer, target: LabServer) -> int:
+    def _count_keys(self, slots: Sequence[int], node: LabServer) -> int:
+        pipe = self._raw(node).pipeline(transaction=False)
+        for slot in slots:
+            pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+        return sum(pipe.execute())
+
+    def _move_batch(self, slots: Sequence[int], source: LabServer, target: LabServer) -> None:
         src, dst = self._raw(source), self._raw(target)
         source_id, target_id = self.node_id(source), self.node_id(target)
         pipe = dst.pipeline(transaction=False)
@@ -564,7 +581,7 @@ class LabCluster:
         for slot in slots:
             pipe.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
         pipe.execute()
-        moved, pending = 0, list(slots)
+        pending = list(slots)
         while pending:  # one round trip per step for the whole batch, not one per slot
             pipe = src.pipeline(transaction=False)
             for slot in pending:
@@ -577,7 +594,6 @@ class LabCluster:
                 pipe.execute_command(
                     "MIGRATE", HOST, target.port, "", 0, 5000, "AUTH", self._password, "KEYS", *keys
                 )
-                moved += len(keys)
             pipe.execute()
         others = [n for n in self.masters if n not in (source, target)]  # replicas refuse
         for node in [target, source, *others]:
@@ -585,7 +601,6 @@ class LabCluster:
             for slot in slots:
                 pipe.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
             pipe.execute()
-        return moved
 
 
 #: What a cluster answers while a master is dead and before its replica takes over.

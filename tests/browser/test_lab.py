@@ -348,7 +348,6 @@ def test_a_committed_lesson_opens_with_its_panels(
         text=True,
     )
     assert trust.returncode == 0, trust.stderr
-    open_notebook(page, lab, served)
     outputs = [
         output
         for cell in committed(lesson.name).cells
@@ -356,7 +355,18 @@ def test_a_committed_lesson_opens_with_its_panels(
         if WIDGET_MIME in output.get("data", {})
     ]
     panels = [o for o in outputs if PANEL_REPR.fullmatch(o["data"].get("text/plain", ""))]
-    views = wait_for_views(page, len(outputs), len(panels))
+    open_notebook(page, lab, served)
+    try:
+        views = wait_for_views(page, len(outputs), len(panels))
+    except AssertionError as first:
+        # jupyterlab_widgets restores saved state twice when the kernel connects meanwhile, and
+        # the restore that skips the notebook's state can finish first: views then say "model
+        # not found" for good (seen once in 4 CI runs; cf. jupyterlab/jupyterlab#15361). The
+        # README tells learners to reload; so does the test, once, and then nothing may fail.
+        if "model not found" not in str(first):
+            raise
+        open_notebook(page, lab, served)
+        views = wait_for_views(page, len(outputs), len(panels))
     if views["panels"]:
         page.locator(".sl-panel").first.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / f"opened-{lesson.stem}.png"))
