@@ -1,4 +1,5 @@
-"""Helpers the tests share: polling, process checks, fresh interpreters, unique key prefixes.
+"""Helpers the tests share: polling, process checks, fresh interpreters, unique key prefixes,
+plain redis-py clients.
 
 Plain functions, imported as ``from helpers import ...`` (pytest puts ``tests/`` on the path);
 fixtures stay in ``conftest.py``.
@@ -15,6 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+from redis.cluster import RedisCluster
+
+from sessionlab import LabServer
+from sessionlab.server import HOST
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +60,15 @@ def run_python(code: str, timeout: float = 60, **kwargs) -> subprocess.Completed
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
+
+
+def plain_cluster_client(node: LabServer, socket_timeout: float) -> RedisCluster:
+    """redis-py's own cluster client, with its own retry rule (it sends a command again after
+    a timeout), on a locked lab cluster: what the course's clients are compared with."""
+    return RedisCluster(
+        host=HOST,
+        port=node.port,
+        password=node.password,
+        socket_timeout=socket_timeout,
+        decode_responses=True,
+    )

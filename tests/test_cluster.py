@@ -14,7 +14,7 @@ import time
 
 import pytest
 import redis
-from helpers import wait_until
+from helpers import plain_cluster_client, wait_until
 from redis.cluster import RedisCluster
 from redis.crc import key_slot as crc_slot
 from redis.exceptions import ClusterCrossSlotError, MovedError, RedisClusterException
@@ -30,7 +30,8 @@ from sessionlab import (
 from sessionlab.checks import NOT_ANSWERED, Verdict
 from sessionlab.cluster import FAILOVER_ERRORS, SLOTS, FailoverTolerantCluster, slot_ranges
 from sessionlab.exercises import lesson05 as check
-from sessionlab.server import HOST, running_servers
+from sessionlab.server import running_servers
+from sessionlab.store import random_id
 from sessionlab.widgets.cluster import ClusterMapPanel
 
 PROFILE = {"user_id": "U001", "name": "Rohith", "preferences": {"theme": "dark"}}
@@ -183,7 +184,7 @@ def test_cart_lua_scripts_work_on_the_cluster(store):
 
 def test_a_sessions_two_keys_share_a_slot_and_the_server_agrees(healthy, store):
     raw = healthy.nodes[0].client()
-    for session_id in ["a", "user-0001", SessionStore.new_id()]:
+    for session_id in ["a", "user-0001", random_id()]:
         profile, cart = store.key(session_id), store.key(session_id) + ":cart"
         slot = healthy.slot(profile)
         assert slot == healthy.slot(cart)
@@ -343,13 +344,7 @@ def test_a_stalled_master_runs_plain_redis_pys_add_twice_and_the_stores_once(hea
     key = store.key("s")
     master = healthy.master_of(key)
     entry = next(node for node in healthy.masters if node is not master)
-    plain = RedisCluster(
-        host=HOST,
-        port=entry.port,
-        password=entry.password,
-        socket_timeout=REPLY_TIMEOUT,
-        decode_responses=True,
-    )
+    plain = plain_cluster_client(entry, REPLY_TIMEOUT)
     course = SessionStore(healthy.client(socket_timeout=REPLY_TIMEOUT), prefix="stall")
     try:
         plain.hgetall(key)

@@ -16,17 +16,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from helpers import plain_cluster_client
 from index_checks import (
     assert_index_follows_its_sessions,
     index_dies_with_its_sessions,
     index_expiry_follows_every_change,
 )
-from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from sessionlab import InvalidSessionId, LabCluster, SessionStore, WriteOutcomeUnknown
 from sessionlab.sample import CART, PROFILE
-from sessionlab.server import HOST
 
 STALL = 0.8  # seconds a master is stopped: more than the client's socket timeout, less than
 SOCKET_TIMEOUT = 0.2  # the cluster's node timeout (1 s), so no failover starts meanwhile
@@ -230,13 +229,7 @@ def test_a_cart_add_whose_reply_timed_out_is_applied_once(cluster):
     the caller learns that its outcome is unknown."""
     cluster.wait_until_ok()
     node = next(node for node in cluster.nodes if node.running)
-    control_client = RedisCluster(  # redis-py's own retry rule, on the locked cluster
-        host=HOST,
-        port=node.port,
-        password=node.password,
-        socket_timeout=SOCKET_TIMEOUT,
-        decode_responses=True,
-    )
+    control_client = plain_cluster_client(node, SOCKET_TIMEOUT)
     store = SessionStore(cluster.client(socket_timeout=SOCKET_TIMEOUT), prefix="once")
     session_id = "one-slot"
     control_key = "{one-slot}:control"  # same slot, same stalled master
