@@ -31,7 +31,8 @@ from .store import fingerprint
 
 # -- ids -------------------------------------------------------------------------------------
 
-#: Bits of randomness in ``SessionStore.new_id()`` (``secrets.token_urlsafe(32)``).
+#: Bits of randomness in ``random_id()`` (``secrets.token_urlsafe(32)``), what ``store.new_id()``
+#: returns.
 ID_BITS = 256
 
 
@@ -42,7 +43,7 @@ def expected_guesses(bits: int, live_sessions: int) -> float:
     return 2.0**bits / live_sessions
 
 
-#: What ``SessionStore.new_id()`` makes: 43 URL-safe characters.
+#: What ``random_id()`` makes: 43 URL-safe characters.
 _ID_IN_TEXT = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])")
 
 

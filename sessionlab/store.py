@@ -516,14 +516,6 @@ def random_id() -> str:
     return secrets.token_urlsafe(32)
 
 
-class _NewId:
-    """``SessionStore.new_id``: on the class, :func:`random_id`; on a store, the store's
-    ``_new_id(user_id=None)``, which on Redis Cluster draws a user's id in the user's slot."""
-
-    def __get__(self, store: SessionStore | None, owner: type | None = None) -> Any:
-        return random_id if store is None else store._new_id
-
-
 @dataclass(frozen=True)
 class Session:
     """One session as :meth:`SessionStore.load` read it, in one round trip."""
@@ -637,15 +629,13 @@ class SessionStore:
         """The key listing a user's sessions, e.g. ``session:user:{U001}``."""
         return f"{self.prefix}:user:{{{check_user_id(user_id)}}}"
 
-    new_id = _NewId()  # SessionStore.new_id(): random_id; store.new_id(user_id=...): _new_id
-
-    def _new_id(self, user_id: str | None = None) -> str:
+    def new_id(self, user_id: str | None = None) -> str:
         """A fresh, unguessable session id: 256 random bits, URL-safe (43 characters).
 
         On Redis Cluster, an id for a session of ``user_id`` is drawn in the hash slot of that
         user's index (still 240 random bits, 43 characters), so that one script keeps both; a
-        session created with a user needs such an id there. On one server any id works.
-        ``SessionStore.new_id()`` on the class takes no user: a random id.
+        session created with a user needs such an id there. On one server any id works, and
+        :func:`random_id` makes one without a store.
         """
         if user_id is None or not self._cluster:
             if user_id is not None:
@@ -998,7 +988,7 @@ def _check_name(value: object, what: str, pattern: re.Pattern[str], error: type)
         raise error(
             f"{what} {shown} ({len(text)} characters) is not valid: use 1-128 "
             "letters, digits or - _ . : @ (no spaces, braces or control characters)"
-            + ("; SessionStore.new_id() makes a good one." if what == "session id" else ".")
+            + ("; store.new_id() makes a good one." if what == "session id" else ".")
         )
     return text
 

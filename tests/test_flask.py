@@ -22,7 +22,7 @@ from sessionlab import LabServer, SessionStore, UnserializableData
 from sessionlab.bench_web import Client, count_round_trips
 from sessionlab.flask import current_session, current_session_id, init_app
 from sessionlab.shop import ShopServer
-from sessionlab.store import fingerprint
+from sessionlab.store import fingerprint, random_id
 
 
 class Gates:
@@ -196,7 +196,7 @@ def test_expired_session_is_no_session_and_its_cookie_is_dropped(web) -> None:
 def test_a_key_that_is_not_a_session_is_no_session(web, caplog) -> None:
     """Served as "no session", and logged with the id's fingerprint, never the id itself."""
     client, _, store = web
-    sid = SessionStore.new_id()
+    sid = random_id()
     store.client.set(store.key(sid), "<html>")
     with caplog.at_level("WARNING"):
         response = client.call("GET", "/whoami", sid)

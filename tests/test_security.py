@@ -17,17 +17,18 @@ import redis
 from sessionlab import LabServer, SessionStore, security
 from sessionlab.exercises import lesson07 as check
 from sessionlab.server import free_port
+from sessionlab.store import random_id
 
 # -- ids ---------------------------------------------------------------------------------------
 
 
 def test_redact_replaces_every_id_by_its_fingerprint_and_keeps_the_rest():
-    sid = SessionStore.new_id()
+    sid = random_id()
     line = f"GET /cart?sid={sid} referer=https://x/?sid={sid} user=U001"
     redacted = security.redact(line)
     assert sid not in redacted
     assert redacted == line.replace(sid, security.fingerprint(sid))
-    assert security.fingerprint(sid) != security.fingerprint(SessionStore.new_id())
+    assert security.fingerprint(sid) != security.fingerprint(random_id())
 
 
 def test_redact_leaves_longer_tokens_alone():

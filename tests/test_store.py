@@ -41,7 +41,7 @@ from sessionlab import (
     WriteOutcomeUnknown,
 )
 from sessionlab.sample import CART, PROFILE, UPDATED
-from sessionlab.store import MAX_DEPTH, MAX_QUANTITY, MAX_TTL
+from sessionlab.store import MAX_DEPTH, MAX_QUANTITY, MAX_TTL, random_id
 
 
 def short_id(value: object) -> str:
@@ -180,7 +180,7 @@ def test_a_sessions_key_is_in_its_ids_hash_slot(store, session_id):
 
 
 def test_ids_spread_over_slots(store):
-    ids = [SessionStore.new_id() for _ in range(200)]
+    ids = [random_id() for _ in range(200)]
     assert len({key_slot(store.key(i).encode()) for i in ids}) > 150
 
 
@@ -668,7 +668,7 @@ def test_connect_clients_apply_a_write_whose_reply_timed_out_once(fresh_connecti
 
 
 def test_new_id():
-    ids = {SessionStore.new_id() for _ in range(2000)}
+    ids = {random_id() for _ in range(2000)}
     assert len(ids) == 2000
     for session_id in list(ids)[:50]:
         assert len(session_id) == 43
