@@ -15,6 +15,7 @@ import subprocess
 import sys
 import venv
 
+import check_platforms as platforms
 import pytest
 from helpers import ROOT
 
@@ -71,3 +72,32 @@ def test_base_install_has_only_redis_and_dotenv_and_the_store_works(tmp_path):
     assert result["profile"] == {"user_id": "U001", "name": "Rohith"}
     assert result["quantity"] == 2
     assert result["deleted"] is True
+
+
+def test_the_platforms_index_hides_only_files_pip_could_not_pick() -> None:
+    """tests/check_platforms.py's local index drops files before pip sees them; it may drop
+    only files that no target (4 platforms x CPython 3.11-3.14) installs, or other versions of
+    a pinned project."""
+    pins = platforms.pinned_versions("redis==8.1.0\nflask>=3\n-e .[lab]\nhiredis==3.5.0  # C\n")
+    assert {name: str(v) for name, v in pins.items()} == {"redis": "8.1.0", "hiredis": "3.5.0"}
+    pick = platforms.could_pick
+    pinned = pins["hiredis"]
+    for kept in [
+        "hiredis-3.5.0-cp313-cp313-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
+        "hiredis-3.5.0-cp314-cp314t-macosx_11_0_arm64.whl",
+        "hiredis-3.5.0-cp38-abi3-macosx_10_9_universal2.whl",
+        "hiredis-3.5.0-py3-none-any.whl",
+        "hiredis-3.5.0.tar.gz",
+    ]:
+        assert pick(kept, pinned), kept
+    for dropped in [
+        "hiredis-3.4.0-cp313-cp313-manylinux_2_17_x86_64.whl",  # not the pinned version
+        "hiredis-3.5.0-cp313-cp313-win_amd64.whl",
+        "hiredis-3.5.0-cp313-cp313-musllinux_1_2_x86_64.whl",
+        "hiredis-3.5.0-cp313-cp313-manylinux_2_17_i686.whl",
+        "hiredis-3.5.0-cp310-cp310-manylinux_2_17_x86_64.whl",
+        "hiredis-3.5.0-pp310-pypy310_pp73-manylinux_2_17_x86_64.whl",
+        "hiredis-3.5.0-py2-none-any.whl",
+    ]:
+        assert not pick(dropped, pinned), dropped
+    assert pick("anything-1.0-cp312-cp312-macosx_10_13_x86_64.whl", None)  # unpinned: any version
