@@ -3,7 +3,12 @@
 Every test is parametrized over ``notebooks/[0-9][0-9]_*.ipynb``, so a new lesson is covered
 without touching this file. The twice-in-one-kernel run is also the "runs on this server"
 check: run it with ``REDIS_SERVER_BIN`` set to another version (``make test`` does, for 7.0).
-Grading executes whole lessons, so it runs once per session (``graded``), in parallel.
+Grading executes whole lessons, so it runs once per session (``graded``), in parallel, and
+only what nbval cannot prove: every check of a master, visible and hidden, is a cell whose
+committed line says ✅ (``test_every_check_of_a_master_says_ok``) and nbval re-executes it and
+compares that line; Otter grades by comparing the same lines. So Otter grades one master end to
+end (:data:`GRADED_MASTER`), the fixtures (masters with one wrong answer) and every student
+edition, rather than all seven masters again (~130 s of the CI's CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from sessionlab import coursework
 LESSONS = coursework.masters()
 WITH_EXERCISES = [p for p in LESSONS if coursework.has_exercises(nbformat.read(p, as_version=4))]
 MIN_EXERCISES = 3
+#: The master Otter grades end to end (the shortest lesson with exercises; see the docstring).
+GRADED_MASTER = WITH_EXERCISES[0]
 #: Grading processes: one more than the 2 cores of a CI machine, as a graded lesson often waits
 #: (on its servers, on the clock). With 4, lesson 04's timed eviction claims failed once in CI.
 GRADE_JOBS = 3
@@ -192,10 +199,10 @@ FIXTURES = [
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
-    """Grade, in one parallel run: every master, every student edition, the fixtures."""
+    """Grade, in one parallel run: one master, every student edition, the fixtures."""
     folder = tmp_path_factory.mktemp("submissions")
+    shutil.copy(GRADED_MASTER, folder / GRADED_MASTER.name)
     for master in WITH_EXERCISES:
-        shutil.copy(master, folder / master.name)
         shutil.copy(coursework.STUDENT / master.name, folder / f"student_{master.name}")
     for name, master, line, answer, _score in FIXTURES:
         if (coursework.MASTERS / master) in WITH_EXERCISES:
@@ -209,9 +216,39 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]
     return table
 
 
-@pytest.mark.slow
 @pytest.mark.pinned_only
 @pytest.mark.parametrize("lesson", WITH_EXERCISES, ids=stem)
+def test_every_check_of_a_master_says_ok(lesson: Path) -> None:
+    """Each cell between ``# BEGIN TESTS`` and ``# END TESTS`` (the checks Otter grades with,
+    hidden ones included) shows one committed ✅ line, and nbval compares it on every run: so
+    each master passes every check on the pinned server, as Otter would grade it."""
+    notebook = nbformat.read(lesson, as_version=4)
+    checks, wrong, inside = 0, [], False
+    for index, cell in enumerate(notebook.cells):
+        text = cell.source.strip()
+        if cell.cell_type == "raw":
+            inside = text.startswith("# BEGIN TESTS") or (inside and "# END TESTS" not in text)
+            continue
+        if not inside or cell.cell_type != "code":
+            continue
+        checks += 1
+        shown = "".join(
+            o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs
+        ).strip()
+        tags = cell.metadata.get("tags", [])
+        if (
+            len(shown.splitlines()) != 1
+            or not shown.startswith("✅")
+            or "NBVAL" in text + str(tags)
+        ):
+            wrong.append(f"cell {index} {text[:50]!r} shows {shown[:80]!r} (tags {tags})")
+    assert checks >= len(questions(notebook)), f"{checks} check cells"
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.slow
+@pytest.mark.pinned_only
+@pytest.mark.parametrize("lesson", [GRADED_MASTER], ids=stem)
 def test_solutions_score_one(graded: dict[str, dict[str, str]], lesson: Path) -> None:
     row = graded[lesson.name]
     assert row["lesson"] == lesson.stem
