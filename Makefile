@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   ?= $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+PIP_STAMP := $(VENV)/.pip
 # pip 26 resolves ~3x faster than the pip 23 that Python 3.11's venv brings (setup, platforms check).
 PIP_VERSION := 26.3
 LAB_PORT ?= 8888
@@ -34,12 +35,16 @@ SYSTEM_REDIS = $$(command -v redis-server || true)
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+# The venv and its pip first (the platforms check of `make test` starts then), the pinned set next.
+$(PIP_STAMP):
 	@exe="$(PYTHON_EXE)"; \
 	if [ -z "$$exe" ]; then echo "No $(PYTHON) found: install Python 3.11+, or run make PYTHON=/path/to/python3"; exit 1; fi; \
 	"$$exe" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed: run make PYTHON=python3.11 ...")' && \
 	{ test -x $(PY) || "$$exe" -m venv $(VENV); }
 	$(PY) -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
+	@touch $(PIP_STAMP)
+
+$(STAMP): $(PIP_STAMP) requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@touch $(STAMP)
 
@@ -69,15 +74,18 @@ lint: $(STAMP)
 #     Not at the same time as run 1: on 2 cores the two together made cluster and memory tests
 #     time out (measured; see README);
 #  3. the platforms check (pip resolves requirements.txt from wheels only for 16 platforms),
-#     niced: it mostly waits on the package index. Its log is printed at the end.
-test: lint
+#     niced, started first: it needs only the venv's pip, so it uses the core that the
+#     (single-threaded) install of requirements.txt leaves idle. Its log is printed at the end.
+test: $(PIP_STAMP)
 	@logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
+	nice -n 19 $(PY) tests/check_platforms.py > $$logs/platforms 2>&1 & platforms=$$!; \
+	$(MAKE) --no-print-directory lint || { kill $$platforms; exit 1; }; \
 	system="$(SYSTEM_REDIS)"; pinned="$(PINNED_REDIS)"; status=0; \
 	if [ -n "$$system" ] && [ "$$($$system --version)" = "$$($$pinned --version)" ]; then system=; fi; \
 	if [ -n "$$CI" ] && [ -z "$$system" ]; then \
-		echo "CI: no system redis-server of another version; .ci/run must install Debian's redis-server"; exit 1; \
+		echo "CI: no system redis-server of another version; .ci/run must install Debian's redis-server"; \
+		kill $$platforms; exit 1; \
 	fi; \
-	nice -n 19 $(PY) tests/check_platforms.py > $$logs/platforms 2>&1 & platforms=$$!; \
 	echo "== 1. On the pinned $$($$pinned --version | cut -d' ' -f1-3) ($$pinned)"; \
 	REDIS_SERVER_BIN=$$pinned $(PY) -m pytest tests notebooks $(XDIST) $(NBVAL) \
 		--nbval-sanitize-with $(SANITIZE) --nbval-cell-timeout=300 -m "not second_server" \
