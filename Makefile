@@ -17,7 +17,7 @@ LINTED := sessionlab tests conftest.py notebooks
 # (one kernel) and the browser tests (one JupyterLab) in one worker; the longest start first
 # (conftest.py orders them).
 JOBS   ?= 4
-XDIST  := -n $(JOBS) --dist loadscope --no-loadscope-reorder
+XDIST  := -n $(JOBS) --dist loadscope --no-loadscope-reorder --durations=12
 # How the pinned run checks the notebooks: outputs compared (use --nbval-lax to only run them).
 NBVAL  ?= --nbval
 
@@ -44,8 +44,10 @@ $(PIP_STAMP):
 	$(PY) -m pip install --quiet --disable-pip-version-check pip==$(PIP_VERSION)
 	@touch $(PIP_STAMP)
 
+# --no-compile: pip compiles every module of every package, one at a time (16 of its 45 s here);
+# Python compiles the ones a process imports when it first does, and caches them the same way.
 $(STAMP): $(PIP_STAMP) requirements.txt pyproject.toml
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	@touch $(STAMP)
 
 # `jupyter trust`: JupyterLab renders widgets (the panels, from their saved state) only in a
