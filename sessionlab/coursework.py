@@ -41,6 +41,7 @@ CONFIG_MARK = "# ASSIGNMENT CONFIG"
 KEEP_CELL_METADATA = ("tags", "editable", "deletable", "otter")
 KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info", "otter")
 #: A submission's lesson, from its file name when its metadata does not say: "alice_02_x.ipynb".
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback
 LESSON_NUMBER = re.compile(r"(?:^|[^0-9])([0-9]{2})_")
 
 
@@ -203,12 +204,21 @@ def _otter_run(submission: Path, zip_file: Path, lesson: str, scratch: Path) -> 
 def cell_errors(notebook: nbformat.NotebookNode) -> list[str]:
     """Errors the run showed outside ``raises-exception`` cells: a student edition has none."""
     found = []
-    for cell in notebook.cells:
+    for index, cell in enumerate(notebook.cells):
         if "raises-exception" in cell.get("metadata", {}).get("tags", []):
             continue
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
-                found.append(f"{output['ename']}: {output['evalue']}"[:300])
+                # the line that raised, as IPython marks it ("---> 12 assert x"), without colours
+                marked = [
+                    ANSI.sub("", line).split("\n")
+                    for line in output.get("traceback", [])
+                    if "--->" in ANSI.sub("", line)
+                ]
+                lines = [part.strip() for block in marked[-1:] for part in block if "--->" in part]
+                at = f" at {lines[0]}" if lines else ""
+                what = f"{output['ename']}: {output['evalue']}".strip()
+                found.append(f"cell {index}{at}: {what}"[:600])
     return found
 
 

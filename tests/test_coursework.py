@@ -33,7 +33,7 @@ GRADED_MASTER = WITH_EXERCISES[0]
 #: Grading processes: one more than the 2 cores of a CI machine, as a graded lesson often waits
 #: (on its servers, on the clock). With 4, lesson 04's timed eviction claims failed once in CI.
 GRADE_JOBS = 3
-ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback text
+ANSI = coursework.ANSI
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
