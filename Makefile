@@ -80,9 +80,10 @@ lint: $(STAMP)
 #     niced, started first: it needs only the venv's pip, so it uses the core that the
 #     (single-threaded) install of requirements.txt leaves idle. Its log is printed at the end.
 test: $(PIP_STAMP)
-	@logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
+	@logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; began=$$(date +%s); \
 	nice -n 19 $(PY) tests/check_platforms.py > $$logs/platforms 2>&1 & platforms=$$!; \
 	$(MAKE) --no-print-directory lint || { kill $$platforms; exit 1; }; \
+	echo "== setup and lint: $$(( $$(date +%s) - began )) s"; \
 	system="$(SYSTEM_REDIS)"; pinned="$(PINNED_REDIS)"; status=0; \
 	if [ -n "$$system" ] && [ "$$($$system --version)" = "$$($$pinned --version)" ]; then system=; fi; \
 	if [ -n "$$CI" ] && [ -z "$$system" ]; then \
@@ -102,6 +103,7 @@ test: $(PIP_STAMP)
 	fi; \
 	REDIS_SERVER_BIN=$$system $(PY) -m pytest tests $(XDIST) -m "$$second" $(PYTEST_ARGS) || status=1; \
 	wait $$platforms || status=1; cat $$logs/platforms; \
+	echo "== make test: $$(( $$(date +%s) - began )) s after the venv had pip"; \
 	exit $$status
 
 # The edit loop: unit tests on the pinned server, no notebooks, no browser, no slow tests.
