@@ -328,54 +328,48 @@ def test_student_edition_runs_and_renders(
     page.screenshot(path=str(artifacts / f"student-{lesson.stem}.png"))
 
 
-class TestSavedPanels:
-    """A class, so that pytest-xdist (``--dist loadscope``) hands these tests out as a work
-    unit of their own, to another worker with its own JupyterLab and Chromium: in one unit
-    with the rest of this module, the browser tests took ~170 s on one worker, the longest
-    unit of the pinned run (measured)."""
-
-    @pytest.mark.parametrize(
-        "lesson",
-        [path for path in lessons() if path.name[:2] in NOT_RUN_IN_BROWSER],
-        ids=lambda path: path.stem,
+@pytest.mark.parametrize(
+    "lesson",
+    [path for path in lessons() if path.name[:2] in NOT_RUN_IN_BROWSER],
+    ids=lambda path: path.stem,
+)
+def test_a_committed_lesson_opens_with_its_panels(
+    page: Any, lab: Lab, artifacts: Path, lesson: Path
+) -> None:
+    """The lesson as committed, trusted the way ``make lab`` trusts it, opened in a fresh
+    JupyterLab with nothing run: every widget renders from the saved widget state, none
+    shows "model not found" or its text stand-in (what an untrusted notebook shows). For the
+    lessons not Run All here; the others' panels render live in the test above."""
+    served = f"opened-{lesson.name}"
+    shutil.copy(lesson, lab.root / served)
+    trust = subprocess.run(
+        [sys.executable, "-m", "jupyter", "trust", str(lab.root / served)],
+        capture_output=True,
+        text=True,
     )
-    def test_a_committed_lesson_opens_with_its_panels(
-        self, page: Any, lab: Lab, artifacts: Path, lesson: Path
-    ) -> None:
-        """The lesson as committed, trusted the way ``make lab`` trusts it, opened in a fresh
-        JupyterLab with nothing run: every widget renders from the saved widget state, none
-        shows "model not found" or its text stand-in (what an untrusted notebook shows). For the
-        lessons not Run All here; the others' panels render live in the test above."""
-        served = f"opened-{lesson.name}"
-        shutil.copy(lesson, lab.root / served)
-        trust = subprocess.run(
-            [sys.executable, "-m", "jupyter", "trust", str(lab.root / served)],
-            capture_output=True,
-            text=True,
-        )
-        assert trust.returncode == 0, trust.stderr
-        outputs = [
-            output
-            for cell in committed(lesson.name).cells
-            for output in cell.get("outputs", [])
-            if WIDGET_MIME in output.get("data", {})
-        ]
-        panels = [o for o in outputs if PANEL_REPR.fullmatch(o["data"].get("text/plain", ""))]
+    assert trust.returncode == 0, trust.stderr
+    outputs = [
+        output
+        for cell in committed(lesson.name).cells
+        for output in cell.get("outputs", [])
+        if WIDGET_MIME in output.get("data", {})
+    ]
+    panels = [o for o in outputs if PANEL_REPR.fullmatch(o["data"].get("text/plain", ""))]
+    open_notebook(page, lab, served)
+    try:
+        views = wait_for_views(page, len(outputs), len(panels))
+    except AssertionError as first:
+        # jupyterlab_widgets restores saved state twice when the kernel connects meanwhile, and
+        # the restore that skips the notebook's state can finish first: views then say "model
+        # not found" for good (seen once in 4 CI runs; cf. jupyterlab/jupyterlab#15361). The
+        # README tells learners to reload; so does the test, once, and then nothing may fail.
+        if "model not found" not in str(first):
+            raise
         open_notebook(page, lab, served)
-        try:
-            views = wait_for_views(page, len(outputs), len(panels))
-        except AssertionError as first:
-            # jupyterlab_widgets restores saved state twice when the kernel connects meanwhile, and
-            # the restore that skips the notebook's state can finish first: views then say "model
-            # not found" for good (seen once in 4 CI runs; cf. jupyterlab/jupyterlab#15361). The
-            # README tells learners to reload; so does the test, once, and then nothing may fail.
-            if "model not found" not in str(first):
-                raise
-            open_notebook(page, lab, served)
-            views = wait_for_views(page, len(outputs), len(panels))
-        if views["panels"]:
-            page.locator(".sl-panel").first.scroll_into_view_if_needed()
-        page.screenshot(path=str(artifacts / f"opened-{lesson.stem}.png"))
+        views = wait_for_views(page, len(outputs), len(panels))
+    if views["panels"]:
+        page.locator(".sl-panel").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / f"opened-{lesson.stem}.png"))
 
 
 def test_lessons_exist() -> None:
