@@ -210,13 +210,9 @@ def cell_errors(notebook: nbformat.NotebookNode) -> list[str]:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 # the line that raised, as IPython marks it ("---> 12 assert x"), without colours
-                marked = [
-                    ANSI.sub("", line).split("\n")
-                    for line in output.get("traceback", [])
-                    if "--->" in ANSI.sub("", line)
-                ]
-                lines = [part.strip() for block in marked[-1:] for part in block if "--->" in part]
-                at = f" at {lines[0]}" if lines else ""
+                trace = ANSI.sub("", "\n".join(output.get("traceback", [])))
+                raised = [line.strip() for line in trace.splitlines() if "--->" in line]
+                at = f" at {raised[-1]}" if raised else ""
                 what = f"{output['ename']}: {output['evalue']}".strip()
                 found.append(f"cell {index}{at}: {what}"[:600])
     return found

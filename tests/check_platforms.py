@@ -187,7 +187,6 @@ class _IndexHandler(BaseHTTPRequestHandler):
     server: Index
 
     def do_GET(self) -> None:  # http.server calls it by this name
-
         parts = [p for p in self.path.split("?")[0].split("/") if p]
         if len(parts) != 2 or parts[0] != "simple":
             self.send_error(404)
