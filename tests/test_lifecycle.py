@@ -27,8 +27,12 @@ from sessionlab import LabServer, ServerError, lifeline
 # How our processes end and clean up does not depend on the server's version.
 pytestmark = pytest.mark.pinned_only
 
+# The owner takes the default action on a hang-up or SIGTERM, as a process in a terminal does,
+# even when the test run itself ignores them (under `nohup`, which children inherit).
 OWNER = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 from sessionlab import lifeline
 from sessionlab.server import LabServer
 running = [LabServer().start(), LabServer(save=[3600, 1]).start()]
