@@ -226,12 +226,17 @@ class ShopServer:
 
     def _serve(self) -> None:
         """waitress's loop, one select at a time, closing its sockets in this same thread
-        (closing them from another thread while select() waits on them fails with EBADF)."""
+        (closing them from another thread while select() waits on them fails with EBADF).
+
+        The worker threads end first: a worker still finishing a request whose response the
+        client already has pulls the trigger once more, and a closed trigger made it log
+        "Exception when servicing" (EBADF) to stderr, which printed into a notebook cell.
+        """
         while not self._stopping.is_set():
             wasyncore.loop(timeout=1.0, map=self._map, count=1)
+        self._server.task_dispatcher.shutdown()
         with self._closing:
             wasyncore.close_all(self._map)
-        self._server.task_dispatcher.shutdown()
 
     @property
     def url(self) -> str:
