@@ -39,15 +39,15 @@ def _same_ids_in_every_worker(config) -> None:
 def pytest_collection_modifyitems(config, items):
     """Longest first, as xdist hands out whole modules/notebooks in this order (with
     ``--no-loadscope-reorder``): the browser tests (one JupyterLab for all lessons), the
-    coursework (each lesson run twice, or one parallel grading run), then the lessons (the last
-    one first: later lessons run longer), then the unit tests."""
+    coursework (each lesson's student edition then master, or one parallel grading run), then
+    the lessons (the last one first: later lessons run longer), then the unit tests."""
     lessons = sorted({item.path for item in items if item.path.suffix == ".ipynb"}, reverse=True)
     rank = {path: n for n, path in enumerate(lessons)}
 
     def longest_first(item) -> tuple[int, int]:
         if "browser" in item.keywords:
             return (0, 0)
-        if item.nodeid.startswith(OWN_SCOPE):  # a lesson twice: the last lesson first
+        if item.nodeid.startswith(OWN_SCOPE):  # a whole lesson, twice: the last lesson first
             return (1, -int(item.callspec.params["lesson"].name[:2]))
         if item.path.name == "test_coursework.py":
             return (1, 0)
@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(config, items):
 
 #: Tests that share nothing with the rest of their module, each long enough (a whole lesson,
 #: twice) to be worth a worker of its own: xdist hands each out as a scope of its own.
-OWN_SCOPE = ("tests/test_coursework.py::test_lesson_runs_twice_in_one_kernel[",)
+OWN_SCOPE = ("tests/test_coursework.py::test_student_edition_then_master_run_in_one_kernel[",)
 
 
 @pytest.hookimpl(optionalhook=True)  # only when pytest-xdist is loaded
@@ -99,3 +99,16 @@ def pytest_configure(config):
     ]:
         os.environ[name] = os.path.join(home, sub)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed nbval cell also shows what the cell wrote to stdout and stderr: nbval itself
+    names only the output fields that differ ("Unexpected output fields: {'stderr'}")."""
+    report = yield
+    outputs = getattr(item, "test_outputs", None) or []
+    streams = [o for o in outputs if o.get("output_type") == "stream"]
+    if report.failed and call.when == "call" and streams:
+        text = "".join(f"[{o.get('name')}] {o.get('text', '')}" for o in streams)
+        report.sections.append(("what the cell wrote", text))
+    return report
