@@ -70,12 +70,14 @@ lint: $(STAMP)
 # Each run proves what the other cannot, and nothing runs twice on the same server:
 #  1. the pinned Valkey: unit tests, every lesson with its outputs compared (nbval), the browser
 #     tests (JupyterLab in Chromium), the student edition and the grading (`pinned_only` tests);
-#  2. a system redis-server of another version (Debian's 7.0 in CI): the unit tests again, and
-#     every lesson run twice in one kernel (`second_server`: re-run safe, and the course works on
-#     Redis 7.x), in one pytest run (each lesson is a work unit of its own: conftest.py).
-#     Without such a server, run 2 is only the twice-in-one-kernel run, on the pinned server.
-#     Not at the same time as run 1: on 2 cores the two together made cluster and memory tests
-#     time out (measured; see README);
+#     and every lesson as a learner runs it, student edition then master in one kernel
+#     (`second_server`: each cell runs twice, every check says ❌ then ✅), on a system
+#     redis-server of another version (Debian's 7.0 in CI: the course works on Redis 7.x), each
+#     lesson a work unit of its own (conftest.py). They wait on failovers and clocks more than
+#     they compute, so in run 1 they fill its idle tail instead of being run 2's long pole;
+#  2. the same system redis-server: the unit tests again. Without one, there is no run 2, and
+#     the lessons' kernels in run 1 use the pinned server. Not at the same time as run 1: on 2
+#     cores the two together made cluster and memory tests time out (measured; see README);
 #  3. the platforms check (pip resolves requirements.txt from wheels only for 16 platforms),
 #     niced, started first: it needs only the venv's pip, so it uses the core that the
 #     (single-threaded) install of requirements.txt leaves idle. Its log is printed at the end.
@@ -90,18 +92,16 @@ test: $(PIP_STAMP)
 		echo "CI: no system redis-server of another version; .ci/run must install Debian's redis-server"; \
 		kill $$platforms; exit 1; \
 	fi; \
-	echo "== 1. On the pinned $$($$pinned --version | cut -d' ' -f1-3) ($$pinned)"; \
-	REDIS_SERVER_BIN=$$pinned $(PY) -m pytest tests notebooks $(XDIST) $(NBVAL) \
-		--nbval-sanitize-with $(SANITIZE) --nbval-cell-timeout=300 -m "not second_server" \
-		$(PYTEST_ARGS) || status=1; \
+	echo "== 1. On the pinned $$($$pinned --version | cut -d' ' -f1-3) ($$pinned); student edition then master of every lesson on $${system:-it}"; \
+	REDIS_SERVER_BIN=$$pinned SECOND_REDIS_SERVER_BIN=$$system $(PY) -m pytest tests notebooks $(XDIST) \
+		$(NBVAL) --nbval-sanitize-with $(SANITIZE) --nbval-cell-timeout=300 $(PYTEST_ARGS) || status=1; \
 	if [ -n "$$system" ]; then \
-		echo "== 2. On $$($$system --version | cut -d' ' -f1-3) ($$system): unit tests, every lesson twice in one kernel"; \
-		second="not browser and not pinned_only"; \
+		echo "== 2. On $$($$system --version | cut -d' ' -f1-3) ($$system): the unit tests"; \
+		REDIS_SERVER_BIN=$$system $(PY) -m pytest tests $(XDIST) \
+			-m "not browser and not pinned_only and not second_server" $(PYTEST_ARGS) || status=1; \
 	else \
-		echo "== 2. No system redis-server of another version: every lesson twice in one kernel, on the pinned server"; \
-		system=$$pinned; second="second_server"; \
+		echo "== 2. No system redis-server of another version: no second run"; \
 	fi; \
-	REDIS_SERVER_BIN=$$system $(PY) -m pytest tests $(XDIST) -m "$$second" $(PYTEST_ARGS) || status=1; \
 	wait $$platforms || status=1; cat $$logs/platforms; \
 	echo "== make test: $$(( $$(date +%s) - began )) s after the venv had pip"; \
 	exit $$status

@@ -1,19 +1,25 @@
 """Coursework (issue 8): lessons re-run safely, the student edition is current and runs, grading.
 
 Every test is parametrized over ``notebooks/[0-9][0-9]_*.ipynb``, so a new lesson is covered
-without touching this file. The twice-in-one-kernel run is also the "runs on this server"
-check: run it with ``REDIS_SERVER_BIN`` set to another version (``make test`` does, for 7.0).
-Grading executes whole lessons, so it runs once per session (``graded``), in parallel, and
-only what nbval cannot prove: every check of a master, visible and hidden, is a cell whose
-committed line says ✅ (``test_every_check_of_a_master_says_ok``) and nbval re-executes it and
-compares that line; Otter grades by comparing the same lines. So Otter grades one master end to
-end (:data:`GRADED_MASTER`), the fixtures (masters with one wrong answer) and every student
-edition, rather than all seven masters again (~130 s of the CI's CPU).
+without touching this file. Each lesson runs as a learner runs it: its student edition, then its
+master, in one kernel (``test_student_edition_then_master_run_in_one_kernel``: every cell but the
+answers runs twice, every check says ❌ then ✅). That is also the "runs on this server" check:
+``make test`` runs it on the second server (Redis 7.0), whose kernel gets it from
+``SECOND_REDIS_SERVER_BIN``.
+
+Grading executes whole lessons, so it runs once per session (``graded``), in parallel, and only
+what the other runs cannot prove: Otter grades by doctests that compare each check's one line,
+and every check of a master shows a committed ✅ line that nbval compares
+(``test_every_check_of_a_master_says_ok``), while every student edition already runs top to
+bottom with ❌ lines above. So Otter grades one lesson end to end (:data:`GRADED_MASTER`: the
+master 1.0, its untouched student edition 0.0) and the fixtures (masters with one wrong answer),
+rather than every lesson again (~230 s of the CI's CPU).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 from pathlib import Path
@@ -28,6 +34,9 @@ from sessionlab import coursework
 LESSONS = coursework.masters()
 WITH_EXERCISES = [p for p in LESSONS if coursework.has_exercises(nbformat.read(p, as_version=4))]
 MIN_EXERCISES = 3
+#: The server the lessons' kernels use in that run, when it is not the run's own
+#: (``REDIS_SERVER_BIN``): ``make test`` sets it to the system's Redis 7.0.
+SECOND_SERVER = "SECOND_REDIS_SERVER_BIN"
 #: The master Otter grades end to end (the shortest lesson with exercises; see the docstring).
 GRADED_MASTER = WITH_EXERCISES[0]
 #: Grading processes: one more than the 2 cores of a CI machine, as a graded lesson often waits
@@ -53,21 +62,53 @@ def questions(notebook: nbformat.NotebookNode) -> list[str]:
 # -- every lesson, twice in one kernel --------------------------------------------------------
 
 
+def check_cells(notebook: nbformat.NotebookNode) -> set[int]:
+    """Indexes of the cells that call a check: in a master, the code cells between ``# BEGIN
+    TESTS`` and ``# END TESTS`` (hidden ones too); in a student edition, those Otter tagged."""
+    found, inside = set(), False
+    for index, cell in enumerate(notebook.cells):
+        text = cell.source.strip()
+        if cell.cell_type == "raw":
+            inside = text.startswith("# BEGIN TESTS") or (inside and "# END TESTS" not in text)
+        elif cell.cell_type == "code" and (inside or "otter" in cell.metadata):
+            found.add(index)
+    return found
+
+
+def shown(cell: nbformat.NotebookNode) -> str:
+    """What a cell printed, as text."""
+    return "".join(
+        o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs
+    ).strip()
+
+
 @pytest.mark.slow
 @pytest.mark.second_server  # also the "lessons run on Redis 7.x" check
 @pytest.mark.parametrize("lesson", LESSONS, ids=stem)
-def test_lesson_runs_twice_in_one_kernel(lesson: Path) -> None:
-    """Run All, then Run All again in the same kernel: no cell may raise either time."""
-    notebook = nbformat.read(lesson, as_version=4)
+def test_student_edition_then_master_run_in_one_kernel(lesson: Path) -> None:
+    """What a learner does: Run All on the untouched student edition (in ``student/``, as
+    ``make lab`` opens it), then, exercises solved, Run All again in the same kernel (the
+    master). No cell may raise either time, so every cell but the answers runs twice; every
+    check says ❌ the first time and ✅ the second, hidden checks included."""
+    editions = [
+        ("student edition", nbformat.read(coursework.STUDENT / lesson.name, as_version=4), "❌"),
+        ("master", nbformat.read(lesson, as_version=4), "✅"),
+    ]
     client = NotebookClient(
-        notebook,
+        editions[0][1],
         timeout=300,
         kernel_name="python3",
-        resources={"metadata": {"path": str(lesson.parent)}},
+        resources={"metadata": {"path": str(coursework.STUDENT)}},
     )
+    env = dict(os.environ)
+    if os.environ.get(SECOND_SERVER):
+        env["REDIS_SERVER_BIN"] = os.environ[SECOND_SERVER]
     failures = []
-    with client.setup_kernel():
-        for round_ in (1, 2):
+    with client.setup_kernel(env=env):
+        for name, notebook, verdict in editions:
+            client.nb = notebook
+            checks = check_cells(notebook)
+            assert checks, f"the {name} of {lesson.name} has no check cells"
             for index, cell in enumerate(notebook.cells):
                 if cell.cell_type != "code" or "skip-execution" in cell.metadata.get("tags", []):
                     continue
@@ -76,7 +117,13 @@ def test_lesson_runs_twice_in_one_kernel(lesson: Path) -> None:
                 except CellExecutionError as error:
                     plain = ANSI.sub("", str(error)).strip()
                     first = plain.splitlines()[-1:] or ["?"]
-                    failures.append(f"run {round_}, cell {index}: {first[0]}")
+                    failures.append(f"{name}, cell {index}: {first[0]}")
+                    continue
+                line = shown(cell)
+                if index in checks and (
+                    len(line.splitlines()) != 1 or not line.startswith(verdict)
+                ):
+                    failures.append(f"{name}, check cell {index} shows {line[:120]!r}")
     assert not failures, "\n".join(failures)
 
 
@@ -199,11 +246,10 @@ FIXTURES = [
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
-    """Grade, in one parallel run: one master, every student edition, the fixtures."""
+    """Grade, in one parallel run: one master, its student edition, the fixtures."""
     folder = tmp_path_factory.mktemp("submissions")
     shutil.copy(GRADED_MASTER, folder / GRADED_MASTER.name)
-    for master in WITH_EXERCISES:
-        shutil.copy(coursework.STUDENT / master.name, folder / f"student_{master.name}")
+    shutil.copy(coursework.STUDENT / GRADED_MASTER.name, folder / f"student_{GRADED_MASTER.name}")
     for name, master, line, answer, _score in FIXTURES:
         if (coursework.MASTERS / master) in WITH_EXERCISES:
             nbformat.write(wrong_answer(coursework.MASTERS / master, line, answer), folder / name)
@@ -223,26 +269,17 @@ def test_every_check_of_a_master_says_ok(lesson: Path) -> None:
     hidden ones included) shows one committed ✅ line, and nbval compares it on every run: so
     each master passes every check on the pinned server, as Otter would grade it."""
     notebook = nbformat.read(lesson, as_version=4)
-    checks, wrong, inside = 0, [], False
-    for index, cell in enumerate(notebook.cells):
-        text = cell.source.strip()
-        if cell.cell_type == "raw":
-            inside = text.startswith("# BEGIN TESTS") or (inside and "# END TESTS" not in text)
-            continue
-        if not inside or cell.cell_type != "code":
-            continue
-        checks += 1
-        shown = "".join(
-            o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs
-        ).strip()
-        tags = cell.metadata.get("tags", [])
+    checks, wrong = check_cells(notebook), []
+    for index in sorted(checks):
+        cell = notebook.cells[index]
+        line, tags = shown(cell), cell.metadata.get("tags", [])
         if (
-            len(shown.splitlines()) != 1
-            or not shown.startswith("✅")
-            or "NBVAL" in text + str(tags)
+            len(line.splitlines()) != 1
+            or not line.startswith("✅")
+            or "NBVAL" in cell.source + str(tags)
         ):
-            wrong.append(f"cell {index} {text[:50]!r} shows {shown[:80]!r} (tags {tags})")
-    assert checks >= len(questions(notebook)), f"{checks} check cells"
+            wrong.append(f"cell {index} {cell.source[:50]!r} shows {line[:80]!r} (tags {tags})")
+    assert len(checks) >= len(questions(notebook)), f"{len(checks)} check cells"
     assert not wrong, "\n".join(wrong)
 
 
@@ -259,7 +296,7 @@ def test_solutions_score_one(graded: dict[str, dict[str, str]], lesson: Path) ->
 
 @pytest.mark.slow
 @pytest.mark.pinned_only
-@pytest.mark.parametrize("lesson", WITH_EXERCISES, ids=stem)
+@pytest.mark.parametrize("lesson", [GRADED_MASTER], ids=stem)
 def test_untouched_student_edition_scores_zero_and_runs(
     graded: dict[str, dict[str, str]], lesson: Path
 ) -> None:
