@@ -112,3 +112,26 @@ def pytest_runtest_makereport(item, call):
         text = "".join(f"[{o.get('name')}] {o.get('text', '')}" for o in streams)
         report.sections.append(("what the cell wrote", text))
     return report
+
+
+#: Each work unit's first start and last stop (epoch seconds), from the reports that reach
+#: this process (under xdist: the controller), for the run's tail printed at the end.
+_spans: dict[str, list[float]] = {}
+TAIL = 6
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    unit = report.nodeid if report.nodeid.startswith(OWN_SCOPE) else report.nodeid.split("::")[0]
+    span = _spans.setdefault(unit, [report.start, report.stop])
+    span[0], span[1] = min(span[0], report.start), max(span[1], report.stop)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The work units that finished last: what to make cheaper or start earlier, as the
+    run ends when its last unit does (run 1's tail left a core idle for ~70 s, vmstat)."""
+    if len(_spans) < 2:
+        return
+    began = min(start for start, _ in _spans.values())
+    terminalreporter.section(f"the run's tail: the {TAIL} work units that finished last")
+    for unit, (start, stop) in sorted(_spans.items(), key=lambda pair: pair[1][1])[-TAIL:]:
+        terminalreporter.write_line(f"{start - began:5.0f} s to {stop - began:5.0f} s  {unit}")
