@@ -40,7 +40,8 @@ def pytest_collection_modifyitems(config, items):
     """Longest first, as xdist hands out whole modules/notebooks in this order (with
     ``--no-loadscope-reorder``): the browser tests (one JupyterLab for all lessons), the
     coursework (each lesson's student edition then master, or one parallel grading run), then
-    the lessons (the last one first: later lessons run longer), then the unit tests."""
+    the lessons (the last one first: later lessons run longer), then the unit tests, the
+    longest modules first."""
     lessons = sorted({item.path for item in items if item.path.suffix == ".ipynb"}, reverse=True)
     rank = {path: n for n, path in enumerate(lessons)}
 
@@ -53,10 +54,16 @@ def pytest_collection_modifyitems(config, items):
             return (1, 0)
         if item.path in rank:
             return (2, rank[item.path])
-        return (3, 0)
+        if item.path.name in LONG_MODULES:
+            return (3, LONG_MODULES.index(item.path.name))
+        return (4, 0)
 
     items.sort(key=longest_first)  # stable: the order within each module is kept
 
+
+#: The unit-test modules that take longest (20-30 s each under load, measured in `make test`'s
+#: tail), started before the many short ones so that none of them is the run's last unit.
+LONG_MODULES = ("test_cluster.py", "test_eviction.py", "test_store.py", "test_persistence.py")
 
 #: Tests that share nothing with the rest of their module, each long enough (a whole lesson,
 #: twice) to be worth a worker of its own: xdist hands each out as a scope of its own.
