@@ -61,9 +61,17 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=longest_first)  # stable: the order within each module is kept
 
 
-#: The unit-test modules that take longest (20-30 s each under load, measured in `make test`'s
-#: tail), started before the many short ones so that none of them is the run's last unit.
-LONG_MODULES = ("test_cluster.py", "test_eviction.py", "test_store.py", "test_persistence.py")
+#: The unit-test modules that take longest (10-30 s each under load, measured in `make test`'s
+#: tail), longest first, started before the many short ones so that none is the run's last unit.
+LONG_MODULES = (
+    "test_cluster.py",
+    "test_eviction.py",
+    "test_connection.py",
+    "test_store.py",
+    "test_lifecycle.py",
+    "test_persistence.py",
+    "test_server.py",
+)
 
 #: Tests that share nothing with the rest of their module, each long enough (a whole lesson,
 #: twice) to be worth a worker of its own: xdist hands each out as a scope of its own.
