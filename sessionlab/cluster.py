@@ -54,7 +54,8 @@ NODE_TIMEOUT_MS = 1000
 WAIT_TIMEOUT = 15.0
 MIGRATE_BATCH = 200  # keys per MIGRATE
 #: What a cluster answers while it is not ok yet: worth waiting for, then asking again.
-TRANSIENT_STATES = ("CLUSTERDOWN", "TRYAGAIN")
+#: (redis-py strips the CLUSTERDOWN/TRYAGAIN code from the message: match the class.)
+TRANSIENT_ERRORS = (ClusterDownError, TryAgainError)
 SLOT_BATCH = 1024  # slots moved per round of pipelined commands
 #: Connections per node for the ``CLUSTER SETSLOT`` steps of a batch. Valkey 8+ makes each
 #: SETSLOT wait until the node's replicas have it (1-4 ms a slot here, one slot at a time per
@@ -160,8 +161,8 @@ class LabCluster:
         except redis.RedisError as error:
             self.close()
             raise ServerError(
-                f"Building the cluster failed: {error}. Check the directives passed to "
-                "LabCluster (cluster mode must stay enabled)."
+                f"Building the cluster failed: {self._hidden(error)}. Check the directives "
+                "passed to LabCluster (cluster mode must stay enabled)."
             ) from error
         except BaseException:
             self.close()
@@ -406,12 +407,13 @@ class LabCluster:
                         # On a busy machine a node can miss heartbeats for a node timeout, and
                         # the cluster says CLUSTERDOWN until it is heard again. Every step of a
                         # batch can be repeated, so wait for the cluster, then repeat it.
-                        if attempt < 3 and any(w in str(error) for w in TRANSIENT_STATES):
+                        if attempt < 3 and isinstance(error, TRANSIENT_ERRORS):
                             self.wait_until_ok()
                             continue
                         raise ServerError(
                             f"Moving slots {batch[0]}-{batch[-1]} from {self.name(source)} to "
-                            f"{self.name(to)} failed: {error}. Some may be left half-moved "
+                            f"{self.name(to)} failed: {self._hidden(error)}. Some may be left "
+                            "half-moved "
                             "(MIGRATING/IMPORTING): `redis-cli --cluster fix` repairs that."
                         ) from error
                 done += len(batch)
@@ -487,6 +489,11 @@ class LabCluster:
             self._names[node] = f"node {len(self.nodes)}"
             return node
         raise last_error or ServerError("Found no free port pair for a cluster node.")
+
+    def _hidden(self, error: Exception) -> str:
+        """``error``'s message with the cluster's password masked: redis-py quotes a failed
+        pipeline command with its arguments, and MIGRATE's include ``AUTH <password>``."""
+        return str(error).replace(self._password, "***")
 
     def _raw(self, node: LabServer) -> redis.Redis:
         return node.client(socket_timeout=5.0, socket_connect_timeout=1.0)
