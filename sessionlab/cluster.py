@@ -40,6 +40,7 @@ from redis.retry import Retry
 from .errors import InvalidServerOption, ServerError
 from .retry import NotSent, NotSentTimeout, may_resend, safe_connection_class
 from .server import (
+    DRIVER_INFO,
     HOST,
     LabServer,
     check_directives,
@@ -201,6 +202,7 @@ class LabCluster:
         up within about 0.1 s of a master's death.
         """
         kwargs.setdefault("decode_responses", True)
+        kwargs.setdefault("driver_info", DRIVER_INFO)
         kwargs.setdefault("socket_connect_timeout", 1.0)
         kwargs.setdefault("socket_timeout", 5.0)
         if failover_timeout:

@@ -24,7 +24,7 @@ from redis.retry import Retry
 from .config import Settings, load_settings
 from .errors import ConnectError, EmbeddedServerWarning, ServerError
 from .retry import make_safe, retry
-from .server import LabServer, wait_until
+from .server import DRIVER_INFO, LabServer, wait_until
 
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 5.0
@@ -91,6 +91,7 @@ def _open(settings: Settings) -> redis.Redis:
         "decode_responses": True,
         "socket_connect_timeout": CONNECT_TIMEOUT,
         "socket_timeout": COMMAND_TIMEOUT,
+        "driver_info": DRIVER_INFO,
     }
     if settings.url is not None:
         client = redis.Redis.from_url(settings.url, **options)

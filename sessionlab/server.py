@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
+from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
 from . import lifeline
@@ -41,6 +42,10 @@ from .errors import InvalidServerOption, SaveFailed, ServerError
 from .retry import make_safe
 
 HOST = "127.0.0.1"
+#: What the clients sessionlab makes send in CLIENT SETINFO, built once. Left to redis-py, each
+#: new client and connection reads redis-py's version from its package metadata (~1 ms), and
+#: lesson 05's health checks alone make ~2 000 clients: 10% of its CPU (cProfile).
+DRIVER_INFO = DriverInfo(lib_version=redis.__version__)
 # Below the ephemeral ports that clients' connections get (Linux 32768-60999, macOS from 49152):
 # a connection to a port nobody listens on yet can get that same port as its own source and
 # connect to itself (TCP simultaneous open), so a client polling a starting server reads its
@@ -479,6 +484,7 @@ class LabServer:
         that took this server's port while it was down.
         """
         kwargs.setdefault("decode_responses", True)
+        kwargs.setdefault("driver_info", DRIVER_INFO)
         if "password" not in kwargs and "credential_provider" not in kwargs:
             kwargs["credential_provider"] = _LabCredentials(self, self.port)
         return make_safe(redis.Redis(host=HOST, port=self.port, **kwargs))  # retry.py: why
@@ -604,6 +610,7 @@ class LabServer:
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
+            driver_info=DRIVER_INFO,
         )
 
     def _shutdown(self, process: subprocess.Popen[bytes]) -> str | None:
