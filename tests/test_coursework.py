@@ -59,7 +59,7 @@ def questions(notebook: nbformat.NotebookNode) -> list[str]:
     return names
 
 
-# -- every lesson, twice in one kernel --------------------------------------------------------
+# -- every lesson as a learner runs it: student edition, then master, in one kernel --------
 
 
 def check_cells(notebook: nbformat.NotebookNode) -> set[int]:

@@ -1,12 +1,12 @@
 """The lessons in a real JupyterLab in headless Chromium: Run All, no errors, widgets render.
 
 Run All is done on the **student edition** (``student/``, stubs left as ``...``): that is what a
-learner runs, and apart from the exercises its cells are the masters' cells, which nbval, the
-twice-in-one-kernel test and grading already execute. The lessons whose experiments take
-long (``NOT_RUN_IN_BROWSER``) are instead opened as committed, trusted as ``make lab`` trusts
-them, and their saved panels must render. A master is run in the browser only for lesson 02's
-session explorer, clicked through: create, read, update, delete, each checked in Redis by code
-run in the notebook's own kernel.
+learner runs, and apart from the exercises its cells are the masters' cells, which nbval and
+the student-edition-then-master run (tests/test_coursework.py) already execute. The lessons
+whose experiments take long (``NOT_RUN_IN_BROWSER``) are instead opened as committed, trusted
+as ``make lab`` trusts them, and their saved panels must render. A master is run in the
+browser only for lesson 02's session explorer, clicked through: create, read, update, delete,
+each checked in Redis by code run in the notebook's own kernel.
 
 What made these tests flaky, and the cure used here (see the field notes): Run All sent
 before the kernel connection is usable (wait for a connected, idle kernel, then confirm the
@@ -44,8 +44,8 @@ STUDENT = ROOT / "student"
 STUDENT_PREFIX = "student-"
 #: Lessons whose student edition is not Run All in the browser: there they take 20-90 s each on
 #: a busy 2-core CI machine (crashes, eviction waves, failovers, a shop under load). Their student
-#: editions still run top to bottom in the grading run (no cell may fail:
-#: test_untouched_student_edition_scores_zero_and_runs), their panels are tested kernel-side
+#: editions still run top to bottom, every check saying ❌, then their masters in the same kernel
+#: (test_student_edition_then_master_run_in_one_kernel), their panels are tested kernel-side
 #: (tests/panels, test_eviction, test_cluster), and they render in this JupyterLab from the
 #: committed widget state (test_a_committed_lesson_opens_with_its_panels).
 NOT_RUN_IN_BROWSER = ("03", "04", "05", "06", "07")
