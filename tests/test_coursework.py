@@ -13,7 +13,7 @@ and every check of a master shows a committed ✅ line that nbval compares
 (``test_every_check_of_a_master_says_ok``), while every student edition already runs top to
 bottom with ❌ lines above. So Otter grades one lesson end to end (:data:`GRADED_MASTER`: the
 master 1.0, its untouched student edition 0.0) and the fixtures (masters with one wrong answer),
-rather than every lesson again (~230 s of the CI's CPU).
+rather than both editions of every lesson again (~160 s of CPU for executing the lessons alone).
 """
 
 from __future__ import annotations
