@@ -415,8 +415,8 @@ class LabCluster:
                         raise ServerError(
                             f"Moving slots {batch[0]}-{batch[-1]} from {self.name(source)} to "
                             f"{self.name(to)} failed: {self._hidden(error)}. Some may be left "
-                            "half-moved "
-                            "(MIGRATING/IMPORTING): `redis-cli --cluster fix` repairs that."
+                            "half-moved (MIGRATING/IMPORTING): `redis-cli --cluster fix` repairs "
+                            "that."
                         ) from error
                 done += len(batch)
                 if on_batch is not None:
