@@ -66,6 +66,7 @@ def pytest_collection_modifyitems(config, items):
 LONG_MODULES = (
     "test_cluster.py",
     "test_eviction.py",
+    "test_cluster_shape.py",
     "test_connection.py",
     "test_store.py",
     "test_lifecycle.py",

@@ -22,6 +22,7 @@ from sessionlab import LabServer, SessionStore
 SLOW_TESTS = {
     "test_bench.py": {"test_bench_quick_runs"},
     "test_cluster.py": {"*"},  # every test brings up or changes a 6-node cluster
+    "test_cluster_shape.py": {"*"},  # every test brings up a cluster of its own
     "test_connection.py": {"test_silent_server_is_no_answer", "test_rediss_to_a_plain_server"},
     "test_eviction.py": {
         "test_fixed_session_count",
