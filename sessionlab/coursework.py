@@ -40,8 +40,8 @@ CONFIG_MARK = "# ASSIGNMENT CONFIG"
 #: Cell metadata the student edition keeps (Otter's locks and tags); the rest is run noise.
 KEEP_CELL_METADATA = ("tags", "editable", "deletable", "otter")
 KEEP_NOTEBOOK_METADATA = ("kernelspec", "language_info", "otter")
-#: A submission's lesson, from its file name when its metadata does not say: "alice_02_x.ipynb".
 ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a kernel's traceback
+#: A submission's lesson, from its file name when its metadata does not say: "alice_02_x.ipynb".
 LESSON_NUMBER = re.compile(r"(?:^|[^0-9])([0-9]{2})_")
 
 

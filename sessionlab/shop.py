@@ -229,8 +229,8 @@ class ShopServer:
         (closing them from another thread while select() waits on them fails with EBADF).
 
         The worker threads end first: a worker still finishing a request whose response the
-        client already has pulls the trigger once more, and a closed trigger made it log
-        "Exception when servicing" (EBADF) to stderr, which printed into a notebook cell.
+        client already has pulls the trigger once more, and on a closed trigger waitress logs
+        "Exception when servicing" (EBADF) to stderr, which a kernel shows in the running cell.
         """
         while not self._stopping.is_set():
             wasyncore.loop(timeout=1.0, map=self._map, count=1)
