@@ -311,12 +311,18 @@ each('HSET', KEYS[1], ARGV, 2 + n, #ARGV)
 return 1
 """
 
-# ARGV: c:<sku>, quantity to add, the most one item may reach. A value that is not a number
-# stops the script before it writes anything; an add past the limit is undone.
+# ARGV: c:<sku>, quantity to add. A value that is not a number stops the script before it
+# writes anything; an add past MAX_QUANTITY is undone. The hottest write: alive() is inlined
+# (a closure per call costs ~1 us in Redis) and the limit is part of the text, not an argument.
 ADD_TO_CART = """
-if not alive(KEYS[1]) then return false end
+if redis.call('HEXISTS', KEYS[1], '_a') == 0 then
+  if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], '_m') == 0 then
+    return redis.error_reply('CORRUPT the hash has no _a (deadline) field')
+  end
+  return false
+end
 local q = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
-if q > tonumber(ARGV[3]) then
+if q > MAX_QUANTITY then
   q = redis.call('HINCRBY', KEYS[1], ARGV[1], -ARGV[2])
   if q == 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
   return redis.error_reply('QUANTITY ' .. q)
@@ -508,7 +514,8 @@ def _lua(name: str, body: str) -> str:
         if re.search(rf"\b{helper}\(", needed):
             helpers.insert(0, source)
             needed += source
-    return (FLAGS.get(name, "#!lua") + "\n" + "".join(helpers) + body).replace("CHUNK", str(CHUNK))
+    text = FLAGS.get(name, "#!lua") + "\n" + "".join(helpers) + body
+    return text.replace("CHUNK", str(CHUNK)).replace("MAX_QUANTITY", str(MAX_QUANTITY))
 
 
 def random_id() -> str:
@@ -687,7 +694,9 @@ class SessionStore:
                     f"them; nothing was written. Make the id with store.new_id(user_id={user!r})."
                 )
         with _translated_errors(key, write="creation"):
-            self._run("create", keys, [seconds, self.absolute_ttl, user, self._limit, *fields])
+            self._run(
+                "create", len(keys), *keys, seconds, self.absolute_ttl, user, self._limit, *fields
+            )
         return True
 
     def get(self, session_id: str) -> dict[str, Any] | None:
@@ -708,7 +717,7 @@ class SessionStore:
         key = self.key(session_id)
         fields = profile_fields(data)
         with _translated_errors(key, write="profile update"):
-            return bool(self._run("update", [key], fields))
+            return bool(self._run("update", 1, key, *fields))
 
     def patch(
         self, session_id: str, changes: Mapping[str, Any], remove: Iterable[str] = ()
@@ -724,13 +733,13 @@ class SessionStore:
             )
         gone = [f"p:{_field_name(name, 'remove')}" for name in remove]
         with _translated_errors(key, write="profile change"):
-            return bool(self._run("patch", [key], [len(gone), *gone, *fields]))
+            return bool(self._run("patch", 1, key, len(gone), *gone, *fields))
 
     def delete(self, session_id: str) -> bool:
         """Delete the session (profile and cart); ``False`` if there was nothing to delete."""
         key = self.key(session_id)
         with _translated_errors(key, write="deletion"):
-            return bool(self._run("delete", [key]))
+            return bool(self._run("delete", 1, key))
 
     # -- expiry ------------------------------------------------------------------------
 
@@ -754,7 +763,7 @@ class SessionStore:
         key = self.key(session_id)
         seconds = "" if ttl is None else check_ttl(ttl)
         with _translated_errors(key, write="touch"):
-            return bool(self._run("touch", [key], [seconds]))
+            return bool(self._run("touch", 1, key, seconds))
 
     # -- cart --------------------------------------------------------------------------
 
@@ -764,7 +773,7 @@ class SessionStore:
         field = "c:" + check_sku(sku)
         amount = check_quantity(quantity)
         with _translated_errors(key, sku, "cart add"):
-            result = self._run("add", [key], [field, amount, MAX_QUANTITY])
+            result = self._run("add", 1, key, field, amount)
         return None if result is None else int(result)
 
     def remove_from_cart(
@@ -778,7 +787,7 @@ class SessionStore:
         field = "c:" + check_sku(sku)
         amount = "" if quantity is None else check_quantity(quantity)
         with _translated_errors(key, sku, "cart removal"):
-            result = self._run("remove", [key], [field, amount])
+            result = self._run("remove", 1, key, field, amount)
         return None if result is None else int(result)
 
     def set_quantity(self, session_id: str, sku: str, quantity: int) -> int | None:
@@ -787,7 +796,7 @@ class SessionStore:
         field = "c:" + check_sku(sku)
         amount = check_quantity(quantity, lowest=0)
         with _translated_errors(key, sku, "quantity change"):
-            result = self._run("set", [key], [field, amount])
+            result = self._run("set", 1, key, field, amount)
         return None if result is None else int(result)
 
     def get_cart(self, session_id: str) -> dict[str, int]:
@@ -838,7 +847,7 @@ class SessionStore:
         if linked is not None:
             keys.append(self.user_key(linked))
         with _translated_errors(old_key, write="rotation"):
-            moved = self._run("rotate", keys, [linked or "", self._limit])
+            moved = self._run("rotate", len(keys), *keys, linked or "", self._limit)
         return new_id if moved else None
 
     def sessions_of(self, user_id: str) -> list[SessionInfo]:
@@ -849,7 +858,7 @@ class SessionStore:
         """
         index = self.user_key(user_id)
         with _translated_errors(index):
-            rows = self._run("list", [index])
+            rows = self._run("list", 1, index)
         live = []
         for member, created, idle, deadline, left, expiry in rows:
             started, idle_s, ends = int(created), int(idle), int(deadline)
@@ -867,26 +876,27 @@ class SessionStore:
         index = self.user_key(user_id)
         spared = "" if keep is None else check_session_id(keep)
         with _translated_errors(index, write="logout"):
-            return int(self._run("logout", [index], [spared]))
+            return int(self._run("logout", 1, index, spared))
 
     # -- internals -----------------------------------------------------------------------
 
-    def _run(self, name: str, keys: list[str], args: Iterable[Any] = ()) -> Any:
-        """Run one of the store's scripts: EVALSHA sent directly (redis-py's ``Script`` object
-        costs ~3 us more per call), loading the script if Redis does not know it yet."""
+    def _run(self, name: str, numkeys: int, *keys_and_args: Any) -> Any:
+        """Run one of the store's scripts, given ``numkeys`` keys then the arguments as EVALSHA
+        takes them: sent directly (redis-py's ``Script`` object costs ~3 us more per call, and
+        lists of keys and arguments ~1 us more), loading the script if Redis lacks it."""
         script = self._scripts[name]
         if self._pipeline:  # a pipeline loads its scripts itself before it runs
-            return script(keys=keys, args=args)
+            return script(keys=keys_and_args[:numkeys], args=keys_and_args[numkeys:])
         try:
-            return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return self._execute("EVALSHA", script.sha, numkeys, *keys_and_args)
         except rex.NoScriptError:  # refused before running: safe to send again
             script.sha = self.client.script_load(script.script)
-            return self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+            return self._execute("EVALSHA", script.sha, numkeys, *keys_and_args)
 
     def _read(self, session_id: str, slide: bool) -> Session | None:
         key = self.key(session_id)
         with _translated_errors(key):
-            reply = self._run("load" if slide else "read", [key])
+            reply = self._run("load" if slide else "read", 1, key)
         if reply is None:
             return None
         left, expiry, flat = reply
@@ -926,7 +936,7 @@ class SessionStore:
     def _move(self, old_key: str, user: str) -> str | None:
         """A login rotate across hash slots: the three steps described in :meth:`rotate`."""
         with _translated_errors(old_key, write="rotation"):
-            found = self._run("mark", [old_key], [self.new_id(user_id=user), user])
+            found = self._run("mark", 1, old_key, self.new_id(user_id=user), user)
         if found is None:
             return None
         recorded, expiry, fields = found
@@ -934,10 +944,10 @@ class SessionStore:
         new_key = self.key(new_id)
         with _translated_errors(new_key, write="rotation"):
             written = self._run(
-                "move_in", [new_key, self.user_key(user)], [expiry, self._limit, *fields]
+                "move_in", 2, new_key, self.user_key(user), expiry, self._limit, *fields
             )
         with _translated_errors(old_key, write="rotation"):
-            self._run("finish", [old_key], [new_id])
+            self._run("finish", 1, old_key, new_id)
         return new_id if written else None
 
 
@@ -980,6 +990,8 @@ def check_user_id(user_id: object) -> str:
 
 
 def _check_name(value: object, what: str, pattern: re.Pattern[str], error: type) -> str:
+    if type(value) is str and pattern.fullmatch(value):
+        return value  # the common case, on every call: a plain str that fits
     if not isinstance(value, str):
         raise error(f"{what} must be a str, not {type(value).__name__}: {value!r:.60}")
     text = str.__str__(value)  # a str subclass may change its own formatting: use the chars
@@ -1000,6 +1012,8 @@ def check_ttl(ttl: object) -> int:
 
 
 def check_sku(sku: object) -> str:
+    if type(sku) is str and SKU.fullmatch(sku):
+        return sku  # the common case: a plain str that fits
     if not isinstance(sku, str) or not SKU.fullmatch(str.__str__(sku)):
         raise InvalidCartItem(
             f"SKU {sku!r:.80} is not valid: use 1-64 letters, digits or - _ . : @ # / + "
@@ -1009,6 +1023,8 @@ def check_sku(sku: object) -> str:
 
 
 def check_quantity(quantity: object, lowest: int = 1) -> int:
+    if type(quantity) is int and lowest <= quantity <= MAX_QUANTITY:
+        return quantity  # the common case: a plain int in range
     return _whole_number(quantity, "quantity", "", lowest, MAX_QUANTITY, InvalidCartItem)
 
 

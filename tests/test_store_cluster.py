@@ -180,12 +180,12 @@ def test_a_login_rotate_between_slots_resumes_after_each_step(store):
     for steps in (["mark"], ["mark", "move_in"]):
         old, before, expiry = anonymous_cart_outside(store, user_slot)
         recorded, moved_expiry, fields = store._run(
-            "mark", [store.key(old)], [store.new_id(user_id="U6"), "U6"]
+            "mark", 1, store.key(old), store.new_id(user_id="U6"), "U6"
         )
         assert moved_expiry == expiry and slot(store, recorded) == user_slot
         if "move_in" in steps:
             keys = [store.key(recorded), store.user_key("U6")]
-            assert store._run("move_in", keys, [moved_expiry, "", *fields]) == 1
+            assert store._run("move_in", 2, *keys, moved_expiry, "", *fields) == 1
         # the old id is gone for every read and write, and for any other login
         assert store.get(old) is None and store.load(old) is None
         assert store.get_cart(old) == {} and store.ttl(old) is None
