@@ -13,9 +13,15 @@ same data (the course's sample session, :mod:`sessionlab.sample`):
 Both sides encode or decode the data on each call, as a hand-written store would.
 
 Raw and store run op by op in turns, so that load from other processes slows both alike; the
-ratio is the median over batches, the ops/s those of the fastest batch. Also prints bytes per
-session (43-character id) in the store's hash against one JSON string under one key (what
-Flask-Session stores), and how long a LabServer takes from start to first PING.
+ratio is the median over batches, the ops/s those of the fastest batch.
+
+Then the floors: for create, load and add, what designs that do less than the store (no checks,
+no parsing, no script, or a script that does nothing) score against the same raw command, the
+same way. A bar above a floor cannot be met by any store with that floor's shape.
+
+Also prints bytes per session (43-character id) in the store's hash against one JSON string
+under one key (what Flask-Session stores), and how long a LabServer takes from start to first
+PING.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import redis
 
 from .sample import CART, PROFILE
 from .server import LabServer
-from .store import SessionStore
+from .store import SessionStore, profile_fields
 
 GOALS = {"create": 0.9, "load": 0.9, "get": 0.9, "add": 0.85, "patch": 0.85}
 MEMORY_GOAL = 1.2  # bytes per session, store / one JSON string: the bar (the goal is 1.0)
@@ -59,27 +65,39 @@ def paired_batch(
     return spent[0] / len(ids), spent[1] / len(ids)
 
 
+def compare(
+    raw: Callable[[str], object],
+    ours: Callable[[str], object],
+    ids: list[str],
+    rounds: int,
+) -> tuple[float, float, float]:
+    """(raw ops/s, ours ops/s, ours/raw): ``rounds`` times over ``ids``, in batches of
+    :data:`CHUNK`; the ops/s are those of the fastest batch, the ratio the median of the
+    batches' ratios."""
+    batches = [
+        paired_batch(raw, ours, ids[start : start + CHUNK])
+        for _ in range(rounds)
+        for start in range(0, len(ids), CHUNK)
+    ]
+    return (
+        1 / min(r for r, _ in batches),
+        1 / min(o for _, o in batches),
+        statistics.median(r / o for r, o in batches),
+    )
+
+
 def throughput(
-    client: redis.Redis, store: SessionStore, ops: int, rounds: int, inside: dict
+    client: redis.Redis, store: SessionStore, ops: int, rounds: int, inside: dict, below: list
 ) -> list[tuple[str, float, float, float]]:
     """(operation, raw ops/s, store ops/s, store/raw) for each operation of :data:`GOALS`;
-    ``inside[operation]`` gets what Redis spent per call (:func:`server_costs`).
+    ``inside[operation]`` gets what Redis spent per call (:func:`server_costs`), ``below``
+    the floors of the operation (:func:`floors`: operation, design, ratio), measured right
+    after it on the same sessions.
 
-    Each round runs ``ops`` of each operation both ways, in batches of :data:`CHUNK`; the
-    ops/s are those of the fastest batch, the ratio is the median of the batches' ratios.
+    Each round runs ``ops`` of each operation both ways.
     """
     ids = [store.new_id() for _ in range(ops)]
-
-    def raw_key(session_id: str) -> str:
-        return f"raw:{session_id}"
-
-    raw: dict[str, Callable[[str], object]] = {
-        "create": lambda i: client.set(raw_key(i), json.dumps(PROFILE), ex=3600),
-        "load": lambda i: json.loads(client.get(raw_key(i))),
-        "get": lambda i: json.loads(client.get(raw_key(i))),
-        "add": lambda i: client.hincrby(raw_key(i) + ":cart", "SKU-RED-MUG", 1),
-        "patch": lambda i: client.hset(raw_key(i) + ":h", "p:name", json.dumps("Alice")),
-    }
+    raw = raw_calls(client)
     ours: dict[str, Callable[[str], object]] = {
         "create": lambda i: store.create(i, PROFILE),
         "load": store.load,
@@ -87,24 +105,102 @@ def throughput(
         "add": lambda i: store.add_to_cart(i, "SKU-RED-MUG", 1),
         "patch": lambda i: store.patch(i, {"name": "Alice"}),
     }
+    lower = floors(client, store)
     results = []
     for name in GOALS:
         client.config_resetstat()
-        batches = [
-            paired_batch(raw[name], ours[name], ids[start : start + CHUNK])
-            for _ in range(rounds)
-            for start in range(0, ops, CHUNK)
-        ]
-        results.append(
-            (
-                name,
-                1 / min(r for r, _ in batches),
-                1 / min(o for _, o in batches),
-                statistics.median(r / o for r, o in batches),
-            )
-        )
+        results.append((name, *compare(raw[name], ours[name], ids, rounds)))
         inside[name] = server_costs(client)
+        for design, call in lower.get(name, {}).items():
+            below.append((name, design, compare(raw[name], call, ids, rounds)[2]))
     return results
+
+
+def raw_calls(client: redis.Redis) -> dict[str, Callable[[str], object]]:
+    """What a hand-written store sends for each operation of :data:`GOALS`, by session id."""
+
+    def raw_key(session_id: str) -> str:
+        return f"raw:{session_id}"
+
+    return {
+        "create": lambda i: client.set(raw_key(i), json.dumps(PROFILE), ex=3600),
+        "load": lambda i: json.loads(client.get(raw_key(i))),
+        "get": lambda i: json.loads(client.get(raw_key(i))),
+        "add": lambda i: client.hincrby(raw_key(i) + ":cart", "SKU-RED-MUG", 1),
+        "patch": lambda i: client.hset(raw_key(i) + ":h", "p:name", json.dumps("Alice")),
+    }
+
+
+def floors(client: redis.Redis, store: SessionStore) -> dict[str, dict[str, Callable]]:
+    """For create, load and add: designs that do less than the store, by session id.
+
+    Each keeps only part of the store's work, so each is a lower bound of the store's time: the
+    store's own script sent bare (what its Python checks and parsing cost is the gap to the
+    store), for create also with the fields JSON-encoded on each call but not checked (the
+    least a hash of one field per profile key costs the client); a script that does nothing
+    with the same arguments (the least any Lua design costs); and the plain commands without a
+    script (a transaction that writes the same hash, or HGETALL alone: no slide, no TTL, no
+    parsing). Writes go to keys of their own.
+    """
+    execute = client.execute_command
+    sha = {name: script.sha for name, script in store._scripts.items()}
+    for script in store._scripts.values():
+        client.script_load(script.script)
+    empty = client.script_load("return 1")
+    returns_hash = client.script_load(
+        "#!lua flags=no-writes\nreturn redis.call('HGETALL', KEYS[1])"
+    )
+    idle, absolute = store.idle_ttl, store.absolute_ttl
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+    fields = profile_fields(PROFILE)
+    mapping = {**dict(zip(fields[::2], fields[1::2], strict=True)), "_c": 0, "_a": 0, "_i": idle}
+
+    def floor_key(session_id: str) -> str:
+        return f"floor:{{{session_id}}}"
+
+    def transaction(session_id: str) -> object:
+        key = floor_key(session_id)
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(key)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, idle)
+        return pipe.execute()
+
+    create_args = (idle, absolute, "", "", *fields)
+
+    def encoded_unchecked(session_id: str) -> object:
+        each = [item for name, value in PROFILE.items() for item in (f"p:{name}", dumps(value))]
+        return execute("EVALSHA", sha["create"], 1, floor_key(session_id), *create_args[:4], *each)
+
+    return {
+        "create": {
+            "the store's script, sent bare": lambda i: execute(
+                "EVALSHA", sha["create"], 1, floor_key(i), *create_args
+            ),
+            "the same, each field encoded, unchecked": encoded_unchecked,
+            "a script that does nothing": lambda i: execute(
+                "EVALSHA", empty, 1, floor_key(i), *create_args
+            ),
+            "no script: MULTI DEL HSET EXPIRE EXEC": transaction,
+        },
+        "load": {
+            "the store's script, sent bare": lambda i: execute(
+                "EVALSHA", sha["load"], 1, store.key(i)
+            ),
+            "a script that only returns HGETALL": lambda i: execute(
+                "EVALSHA", returns_hash, 1, store.key(i)
+            ),
+            "no script: HGETALL alone, not parsed": lambda i: execute("HGETALL", store.key(i)),
+        },
+        "add": {
+            "the store's script, sent bare": lambda i: execute(
+                "EVALSHA", sha["add"], 1, store.key(i), "c:SKU-RED-MUG", 1
+            ),
+            "a script that does nothing": lambda i: execute(
+                "EVALSHA", empty, 1, store.key(i), "c:SKU-RED-MUG", 1
+            ),
+        },
+    }
 
 
 def memory(client: redis.Redis, store: SessionStore) -> dict[str, int]:
@@ -232,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'operation':<10}{'raw ops/s':>12}{'store ops/s':>13}{'store/raw':>11}{'goal':>7}")
         missed = []
         inside: dict[str, tuple[float, float]] = {}
-        for name, raw, ours, ratio in throughput(client, store, args.ops, args.rounds, inside):
+        below: list[tuple[str, str, float]] = []
+        measured = throughput(client, store, args.ops, args.rounds, inside, below)
+        for name, raw, ours, ratio in measured:
             verdict = "ok" if ratio >= GOALS[name] else "MISSED"
             if verdict != "ok":
                 missed.append(name)
@@ -247,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         "In Redis (INFO commandstats, microseconds per call, raw / store): "
         + "  ".join(f"{name} {raw:.1f} / {ours:.1f}" for name, (raw, ours) in inside.items())
     )
+    print()
+    print("Floors: designs doing less than the store, against the same raw command, the same way")
+    print(f"{'operation':<10}{'design':<42}{'ratio':>7}{'goal':>7}")
+    for name, design, ratio in below:
+        verdict = "" if ratio >= GOALS[name] else "below the goal"
+        print(f"{name:<10}{design:<42}{ratio:>7.2f}{GOALS[name]:>7.2f}  {verdict}".rstrip())
     print()
     ratio = (usage["session"] + usage["other keys"]) / usage["json"]
     print("Memory (MEMORY USAGE, bytes; sample profile + 3-item cart, 43-character id)")
