@@ -1,4 +1,5 @@
-"""`python -m sessionlab.bench --quick` runs and prints its table (the numbers are not checked)."""
+"""`python -m sessionlab.bench --quick` runs and prints its tables, floors included (the numbers are
+not checked)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,19 @@ def test_bench_quick_runs():
         out,
     )
     assert re.search(r"LabServer start to first PING: median \d+ ms", out)
+    section = out.split("\nFloors: ")[1].split("\nMemory ")[0]
+    floors = re.findall(r"^(create|load|add)\s+(\S.*?)\s+(\d\.\d\d)\s+0\.\d\d", section, re.M)
+    assert [(name, design) for name, design, _ in floors] == [
+        ("create", "the store's script, sent bare"),
+        ("create", "the same, each field encoded, unchecked"),
+        ("create", "a script that does nothing"),
+        ("create", "no script: MULTI DEL HSET EXPIRE EXEC"),
+        ("load", "the store's script, sent bare"),
+        ("load", "a script that only returns HGETALL"),
+        ("load", "no script: HGETALL alone, not parsed"),
+        ("add", "the store's script, sent bare"),
+        ("add", "a script that does nothing"),
+    ], out
 
 
 def test_bench_logout_scaling_quick_runs():
