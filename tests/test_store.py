@@ -791,6 +791,13 @@ BAD_DATA = [
     ({"text": "bad \ud800 surrogate"}, "user_data['text'] holds a lone surrogate"),
     ({"deep": {"k\udfff": 1}}, "user_data['deep']['k\\udfff'] holds a lone surrogate"),
     ({"k\udfff": 1}, "with a lone surrogate"),
+    # flat containers, which take profile_fields' fast path when nothing in them needs a check
+    ({"prefs": {1: "one"}}, "user_data['prefs'] has the key 1"),
+    ({"prefs": {"score": math.nan}}, "user_data['prefs']['score']"),
+    ({"tags": ["a", math.inf]}, "user_data['tags'][1]"),
+    ({"prefs": {"big": 10**5000}}, "user_data['prefs']['big'] is an int"),
+    ({"prefs": {"t": "bad \ud800"}}, "user_data['prefs']['t'] holds a lone surrogate"),
+    ({"tags": ["a", b"b"]}, "user_data['tags'][1]"),
     (["not", "a", "dict"], "dict"),
     ("a string", "dict"),
     (None, "dict"),
@@ -826,6 +833,8 @@ def test_json_edge_values_round_trip(store):
         "text": 'emoji 🛒, quotes " and \\ and \u2028',
         "": "empty key",
         "bool": False,
+        "flat": {"q": 'quote " and \\ and \n', "n": -7, "f": 0.1, "none": None, "yes": True},
+        "mixed": [1, "a", None, True, 2.5, 2**70],
     }
     store.create("s", data)
     assert store.get("s") == data
