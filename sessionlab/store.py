@@ -912,29 +912,36 @@ class SessionStore:
         if reply is None:
             return None
         left, expiry, flat = reply
-        raw: dict[str, str] = {}
+        names: list[str] = []
         try:
             if flat and type(flat[0]) is bytes:
                 flat = [item.decode() for item in flat]
-            raw = dict(zip(flat[::2], flat[1::2], strict=True))
-            user = raw.pop("_u", None)
+            names, texts = flat[::2], flat[1::2]
+            user = None
+            if "_u" in names:  # a linked session: its user id is the one value that is not JSON
+                where = names.index("_u")
+                del names[where]
+                user = texts.pop(where)
             # Every other value is JSON (profile values, quantities, numbers): one parse for all.
-            values = _DECODER.decode("[" + ",".join(raw.values()) + "]")
-            if len(values) != len(raw):
-                raise ValueError("a value holds more than one JSON value")
-            fields = dict(zip(raw, values, strict=True))
-            created, idle, deadline = fields.pop("_c"), fields.pop("_i"), fields.pop("_a")
-            data = {
-                (_unescape(name) if "\\" in name else name[2:]): value
-                for name, value in fields.items()
-                if name[0] == "p"
-            }
-            cart = {name[2:]: value for name, value in fields.items() if name[0] == "c"}
+            values = _DECODER.decode("[" + ",".join(texts) + "]")
+            if len(values) != len(names):
+                raise ValueError("a value holds more or less than one JSON value")
+            data: dict[str, Any] = {}
+            cart: dict[str, int] = {}
+            meta: dict[str, Any] = {}
+            for name, value in zip(names, values, strict=True):  # one pass: the hot path
+                if name[0] == "p":
+                    data[_unescape(name) if "\\" in name else name[2:]] = value
+                elif name[0] == "c":
+                    cart[name[2:]] = value
+                else:
+                    meta[name] = value
+            created, idle, deadline = meta["_c"], meta["_i"], meta["_a"]
             for number in (created, idle, deadline, *cart.values()):
                 if type(number) is not int or number < 0:
                     raise ValueError(number)
         except (ValueError, KeyError, IndexError):  # JSONDecodeError, UnicodeDecodeError too
-            if "_m" in raw and "_a" not in raw:
+            if "_m" in names and "_a" not in names:
                 return None  # moved to another id by a rotate (see rotate): gone
             raise CorruptSession(
                 f"{key} holds a field that is not JSON, not a quantity, or no meta fields "
