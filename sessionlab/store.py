@@ -765,7 +765,7 @@ class SessionStore:
                 seconds, moved = pipe.execute()
                 seconds = -2 if moved else seconds
         except _FAILURES as error:
-            raise _translated(error, key)  # noqa: B904 (set there)
+            raise _translated(error, key)  # noqa: B904 (_translated sets the chaining)
         return None if seconds == -2 else seconds
 
     def touch(self, session_id: str, ttl: int | None = None) -> bool:
@@ -889,7 +889,7 @@ class SessionStore:
     ) -> Any:
         """Run one of the store's scripts, given ``numkeys`` keys then the arguments as EVALSHA
         takes them: sent directly (redis-py's ``Script`` object costs ~3 us more per call, and
-        lists of keys and arguments ~1 us more), loading the script if Redis lacks it.
+        lists of keys and arguments cost too), loading the script if Redis lacks it.
 
         What Redis refuses becomes the store's errors (:func:`_translated`), about the first
         key; ``write`` says what the call writes ("cart add"; "" for a read).
@@ -904,7 +904,7 @@ class SessionStore:
                 script.sha = self.client.script_load(script.script)
                 return self._execute("EVALSHA", script.sha, numkeys, *keys_and_args)
         except _FAILURES as error:  # an except clause costs nothing until it catches
-            raise _translated(error, keys_and_args[0], sku, write)  # noqa: B904 (set there)
+            raise _translated(error, keys_and_args[0], sku, write)  # noqa: B904 (as above)
 
     def _read(self, session_id: str, slide: bool) -> Session | None:
         key = self.key(session_id)
