@@ -94,25 +94,26 @@ CHUNK = 1000  # arguments per HSET/HDEL in a script (Lua's unpack has a stack li
 # the slot of the user's index: ``new_id(user_id=...)``), and a ``#!lua`` script may touch an
 # undeclared key of its own slot (a key of another slot is refused, on Redis 7.0 and Valkey 9.1).
 #
+# A session's key without _a: one moved away by a cross-slot rotate (see MARK) has a _m field and
+# is gone; anything else was not written by the store, which refuses it (CORRUPT).
+NOT_OURS = "redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], '_m') == 0"
+NO_DEADLINE = "redis.error_reply('CORRUPT the hash has no _a (deadline) field')"
+#
 # Helpers, put in front of the scripts that call them (each costs a closure per call, so the
-# load path, the hot one, inlines what it needs instead). A live-session check (one HEXISTS);
-# a session moved away by a cross-slot rotate (see MARK) has no _a but a _m field: gone.
-ALIVE = """
-local function alive(key)
-  if redis.call('HEXISTS', key, '_a') == 1 then return true end
-  if redis.call('EXISTS', key) == 1 and redis.call('HEXISTS', key, '_m') == 0 then
-    error(redis.error_reply('CORRUPT the hash has no _a (deadline) field'))
-  end
+# load path, the hot one, inlines what it needs instead). Is the session KEYS[1] live (one
+# HEXISTS)? For scripts that find out midway, after reading other fields.
+ALIVE = f"""
+local function alive()
+  if redis.call('HEXISTS', KEYS[1], '_a') == 1 then return true end
+  if {NOT_OURS} then error({NO_DEADLINE}) end
   return false
 end
 """
 # The same check inlined at the top of the writes that begin with it (a closure costs ~1 us a
 # call in Redis, measured on add to cart): returns GONE if the session is gone.
-UNLESS_ALIVE = """
+UNLESS_ALIVE = f"""
 if redis.call('HEXISTS', KEYS[1], '_a') == 0 then
-  if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HEXISTS', KEYS[1], '_m') == 0 then
-    return redis.error_reply('CORRUPT the hash has no _a (deadline) field')
-  end
+  if {NOT_OURS} then return {NO_DEADLINE} end
   return GONE
 end
 """
@@ -254,9 +255,9 @@ for i = 1, #f, 2 do
   end
 end
 if not deadline then
-  if #f > 0 and redis.call('HEXISTS', KEYS[1], '_m') == 0 then
-    return redis.error_reply('CORRUPT the hash has no _a (deadline) field')
-  end
+  if #f > 0 and redis.call('HEXISTS', KEYS[1], '_m') == 0 then return """
+    + NO_DEADLINE
+    + """ end
   return false
 end
 idle = tonumber(idle)
@@ -285,7 +286,7 @@ TOUCH = (
     """
 local m = redis.call('HMGET', KEYS[1], '_a', '_i', '_u')
 if not m[1] then
-  alive(KEYS[1])
+  alive()
   return 0
 end
 local user = m[3]
@@ -385,7 +386,7 @@ return deleted
 ROTATE = """
 local m = redis.call('HMGET', KEYS[1], '_a', '_u')
 if not m[1] then
-  alive(KEYS[1])
+  alive()
   return redis.call('EXISTS', KEYS[2])
 end
 redis.call('RENAME', KEYS[1], KEYS[2])
@@ -425,7 +426,7 @@ if m[1] then
   redis.call('HSET', KEYS[1], '_m', ARGV[1], '_t', ARGV[2], '_d', m[1])
   if m[2] then unlist(KEYS[1], m[2]) end
 elseif not m[3] then
-  alive(KEYS[1])
+  alive()
   return false
 elseif m[4] ~= ARGV[2] then
   return false
@@ -1079,7 +1080,7 @@ def profile_fields(data: object) -> list[str]:
     fields: list[str] = []
     for name, value in data.items():
         fields.append("p:" + _field_name(name, "user_data"))
-        if _plain(value) if type(value) in _FLAT else _scalar(value):
+        if _plain(value):
             fields.append(_ENCODER.encode(value))  # the common case, nothing to check
         else:
             fields.append(_encode(value, (name,)))
@@ -1099,19 +1100,19 @@ def _scalar(value: object) -> bool:
     return value is None or kind is bool
 
 
-def _plain(value: dict | list) -> bool:
-    """A dict with ASCII str keys, or a list, of :func:`_scalar` values (e.g. a profile's
+def _plain(value: object) -> bool:
+    """A :func:`_scalar`, or a dict with ASCII str keys or a list of them (e.g. a profile's
     preferences): flat, so no cycle or depth to check either. Cheaper than the full walk."""
-    if type(value) is list:
-        return all(map(_scalar, value))
+    kind = type(value)
+    if kind is list:
+        return all(map(_scalar, value))  # type: ignore[call-overload]
+    if kind is not dict:
+        return _scalar(value)
     try:
-        ascii_keys = all(map(str.isascii, value))
+        ascii_keys = all(map(str.isascii, value))  # type: ignore[call-overload]
     except TypeError:  # a key that is not a str: the full walk names it
         return False
-    return ascii_keys and all(map(_scalar, value.values()))
-
-
-_FLAT = (dict, list)
+    return ascii_keys and all(map(_scalar, value.values()))  # type: ignore[attr-defined]
 
 
 def dump(value: object) -> str:
