@@ -57,6 +57,8 @@ MIGRATE_BATCH = 200  # keys per MIGRATE
 #: What a cluster answers while it is not ok yet: worth waiting for, then asking again.
 #: (redis-py strips the CLUSTERDOWN/TRYAGAIN code from the message: match the class.)
 TRANSIENT_ERRORS = (ClusterDownError, TryAgainError)
+#: The same answers from a MIGRATE's target, which the source relays as a plain error.
+TRANSIENT_FROM_TARGET = ("replied with error: CLUSTERDOWN", "replied with error: TRYAGAIN")
 SLOT_BATCH = 1024  # slots moved per round of pipelined commands
 #: Connections per node for the ``CLUSTER SETSLOT`` steps of a batch. Valkey 8+ makes each
 #: SETSLOT wait until the node's replicas have it (1-4 ms a slot here, one slot at a time per
@@ -409,7 +411,7 @@ class LabCluster:
                         # On a busy machine a node can miss heartbeats for a node timeout, and
                         # the cluster says CLUSTERDOWN until it is heard again. Every step of a
                         # batch can be repeated, so wait for the cluster, then repeat it.
-                        if attempt < 3 and isinstance(error, TRANSIENT_ERRORS):
+                        if attempt < 3 and _transient(error):
                             self.wait_until_ok()
                             continue
                         raise ServerError(
@@ -697,6 +699,15 @@ def slot_ranges(masters: int) -> list[tuple[int, int]]:
 def shard_letter(index: int) -> str:
     """``A``, ``B``, ... ``Z``, then ``S27``, ``S28``, ... (shard names for people)."""
     return chr(ord("A") + index) if index < 26 else f"S{index + 1}"
+
+
+def _transient(error: redis.RedisError) -> bool:
+    """Whether ``error`` is the cluster being not ok for a moment, at the source or the target."""
+    if isinstance(error, TRANSIENT_ERRORS):
+        return True
+    return isinstance(error, redis.ResponseError) and any(
+        text in str(error) for text in TRANSIENT_FROM_TARGET
+    )
 
 
 def _node_lines(raw: redis.Redis) -> list[list[str]]:

@@ -8,6 +8,7 @@ The 3+3 cluster that the other cluster tests share is in tests/test_cluster.py.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 
 import pytest
@@ -17,7 +18,7 @@ from redis.crc import key_slot as crc_slot
 from sessionlab import InvalidServerOption, LabCluster, ServerError, SessionStore
 from sessionlab.cluster import SLOTS
 from sessionlab.sample import PROFILE
-from sessionlab.server import running_servers
+from sessionlab.server import running_servers, wait_until
 from sessionlab.widgets.cluster import ClusterMapPanel
 
 #: Slots moved by the reshard test: a sixteenth (lesson 05 moves the default share, a quarter).
@@ -182,5 +183,60 @@ def test_a_move_waits_out_a_cluster_that_is_down_and_never_shows_the_password():
             lab.move_slots([slot], to=target)
         assert lab._password not in str(caught.value)
         assert "AUTH ***" in str(caught.value)
+        on_target.close()
+        client.close()
+
+
+def test_a_move_waits_out_a_target_that_says_the_cluster_is_down():
+    """The source can be fine while the target thinks the cluster is down (lesson 05 failed so
+    in CI: the new master missed heartbeats under load). The source's MIGRATE then relays the
+    target's refusal as a plain error, "Target instance replied with error: CLUSTERDOWN ...":
+    a move waits for the cluster and goes on, as it does when the source refuses."""
+    # A long node timeout: shard C can be stopped for a while without being failed over.
+    with LabCluster(masters=3, replicas=0, cluster_node_timeout=30_000) as lab:
+        client = lab.client(failover_timeout=0)
+        keys = [f"k{n}" for n in range(60)]
+        for key in keys:
+            client.set(key, "v")
+        by_shard = {
+            shard: [k for k in keys if lab.shard(lab.master_of(k)) == shard] for shard in "ABC"
+        }
+        moving = by_shard["A"][0]
+        source, target = lab.master_of(moving), lab.master_of(by_shard["B"][0])
+        quiet = lab.master_of(by_shard["C"][0])
+        # Only the target loses a slot of shard C from its map (so only it says the cluster is
+        # down), and C, stopped, cannot tell it again until it is continued.
+        os.kill(quiet.pid, signal.SIGSTOP)
+        try:
+            on_target = target.client()
+            on_target.execute_command("CLUSTER", "DELSLOTS", crc_slot(by_shard["C"][0].encode()))
+            lab._wait(
+                lambda: "cluster_state:fail" in on_target.execute_command("CLUSTER", "INFO"),
+                "the target to say the cluster is down",
+            )
+            assert "cluster_state:ok" in source.client().execute_command("CLUSTER", "INFO")
+
+            def refusals() -> int:
+                stats = on_target.info("errorstats")
+                return int(stats.get("errorstat_CLUSTERDOWN", {}).get("count", 0))
+
+            def continue_once_refused() -> None:  # C goes on once the target has refused
+                try:
+                    wait_until(lambda: refusals() > 0, "the target to refuse a MIGRATE", 15)
+                finally:
+                    os.kill(quiet.pid, signal.SIGCONT)
+
+            healer = threading.Thread(target=continue_once_refused)
+            healer.start()
+            try:
+                moved = lab.move_slots([crc_slot(moving.encode())], to=target)
+            finally:
+                healer.join()
+        finally:
+            os.kill(quiet.pid, signal.SIGCONT)
+        assert refusals() >= 1  # the target did refuse the first MIGRATE
+        assert moved == 1
+        lab.wait_until_ok()
+        assert lab.master_of(moving) is target and client.get(moving) == "v"
         on_target.close()
         client.close()
