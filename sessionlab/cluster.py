@@ -331,17 +331,21 @@ class LabCluster:
         )
 
     def heal(self) -> LabCluster:
-        """Start every stopped node again (its port, data directory and ``nodes.conf``) and
-        wait until the cluster is ok; build it anew if it was closed.
+        """Start every stopped node again (its port, data directory and ``nodes.conf``), finish
+        any slot move left half-done, and wait until the cluster is ok; build it anew if it
+        was closed.
 
         A lesson section begins with it, so it runs on a whole cluster whatever ran before
-        (a crashed node, a re-run cell). A master restarted without persistence comes back
-        empty: its keys survive only if a replica took over while it was down.
+        (a crashed node, a re-run cell, a move that failed). A master restarted without
+        persistence comes back empty: its keys survive only if a replica took over while it
+        was down.
         """
         if not self.nodes:
             return self.start()
         for node in self.nodes:
             node.start()
+        self._wait(self._one_master_per_slot, "every slot to have one running master")
+        self._finish_moves()
         self.wait_until_ok()
         return self
 
@@ -403,23 +407,7 @@ class LabCluster:
             for start in range(0, len(source_slots), SLOT_BATCH):
                 batch = source_slots[start : start + SLOT_BATCH]
                 moved_keys += self._count_keys(batch, source)
-                for attempt in range(1, 4):
-                    try:
-                        self._move_batch(batch, source, to)
-                        break
-                    except redis.RedisError as error:
-                        # On a busy machine a node can miss heartbeats for a node timeout, and
-                        # the cluster says CLUSTERDOWN until it is heard again. Every step of a
-                        # batch can be repeated, so wait for the cluster, then repeat it.
-                        if attempt < 3 and _transient(error):
-                            self.wait_until_ok()
-                            continue
-                        raise ServerError(
-                            f"Moving slots {batch[0]}-{batch[-1]} from {self.name(source)} to "
-                            f"{self.name(to)} failed: {self._hidden(error)}. Some may be left "
-                            "half-moved (MIGRATING/IMPORTING): `redis-cli --cluster fix` repairs "
-                            "that."
-                        ) from error
+                self._move(batch, source, to)
                 done += len(batch)
                 if on_batch is not None:
                     on_batch(done)
@@ -581,11 +569,91 @@ class LabCluster:
             retry_on=(redis.RedisError, StopIteration),  # a node busy or restarting
         )
 
+    def _own_lines(self) -> dict[LabServer, list[str]]:
+        """Each running node's own line of ``CLUSTER NODES`` (flags, the slots it claims)."""
+        return {
+            node: next(line for line in _node_lines(self._raw(node)) if "myself" in line[2])
+            for node in self.nodes
+            if node.running
+        }
+
+    def _one_master_per_slot(self) -> bool:
+        """Every slot claimed by exactly one running master, each asked about itself (a
+        restarted old master claims its slots until it hears of its promoted replica)."""
+        claimed = [
+            slot
+            for me in self._own_lines().values()
+            if "master" in me[2]
+            for first, last in _ranges(me[8:])
+            for slot in range(first, last + 1)
+        ]
+        return len(claimed) == SLOTS == len(set(claimed))
+
+    def _finish_moves(self) -> None:
+        """Finish every slot move left open (a move that failed, a source that died during
+        one), as ``redis-cli --cluster fix`` does: a slot some master imports goes on to it,
+        with the keys its owner still holds; a slot only migrating, to a node that is no
+        longer a master, stays with its owner (``SETSLOT STABLE``).
+
+        Until then a client can be sent between the two nodes, and after a failover the
+        importing node never takes the promoted replica's word for that slot: the nodes'
+        maps differ and :meth:`wait_until_ok` would wait forever.
+        """
+        lines = self._own_lines()
+        masters = [node for node, me in lines.items() if "master" in me[2]]
+        owner = {
+            slot: node
+            for node in masters
+            for first, last in _ranges(lines[node][8:])
+            for slot in range(first, last + 1)
+        }
+        targets: dict[int, LabServer | None] = {}
+        open_on: dict[int, list[LabServer]] = {}
+        for node in masters:  # (Valkey 8+ copies the state to replicas: they follow)
+            for slot, importing, other_id in _open_slots(lines[node][8:]):
+                open_on.setdefault(slot, []).append(node)
+                if importing:
+                    targets[slot] = node
+                else:
+                    to = next((m for m in masters if self.node_id(m) == other_id), None)
+                    targets.setdefault(slot, to)
+        moves: dict[tuple[LabServer, LabServer], list[int]] = {}
+        for slot, target in sorted(targets.items()):
+            if target is not None and target is not owner[slot]:
+                moves.setdefault((owner[slot], target), []).append(slot)
+            else:
+                for node in open_on[slot]:
+                    self._raw(node).execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        for (source, target), slots in moves.items():
+            # After a failover the importing node may still name the old master as the owner
+            # (or nobody): tell it who owns the slots now, or it refuses their keys.
+            self._set_slots(target, slots, "NODE", self.node_id(source))
+            self._move(slots, source, target)
+
     def _count_keys(self, slots: Sequence[int], node: LabServer) -> int:
         pipe = self._raw(node).pipeline(transaction=False)
         for slot in slots:
             pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
         return sum(pipe.execute())
+
+    def _move(self, slots: Sequence[int], source: LabServer, target: LabServer) -> None:
+        """Move one batch of slots with :meth:`_move_batch`, again if the cluster was not ok."""
+        for attempt in range(1, 4):
+            try:
+                self._move_batch(slots, source, target)
+                return
+            except redis.RedisError as error:
+                # On a busy machine a node can miss heartbeats for a node timeout, and the
+                # cluster says CLUSTERDOWN until it is heard again. Every step of a batch can
+                # be repeated, so wait for the cluster, then repeat it.
+                if attempt < 3 and _transient(error):
+                    self.wait_until_ok()
+                    continue
+                raise ServerError(
+                    f"Moving slots {slots[0]}-{slots[-1]} from {self.name(source)} to "
+                    f"{self.name(target)} failed: {self._hidden(error)}. Some may be left "
+                    "half-moved (MIGRATING/IMPORTING): heal() finishes their move."
+                ) from error
 
     def _move_batch(self, slots: Sequence[int], source: LabServer, target: LabServer) -> None:
         src = self._raw(source)
@@ -714,6 +782,18 @@ def _node_lines(raw: redis.Redis) -> list[list[str]]:
     """``CLUSTER NODES``, one list of fields per node: id, address, flags, master, ..., slots."""
     text = raw.execute_command("CLUSTER", "NODES")
     return [line.split() for line in str(text).splitlines() if line.strip()]
+
+
+def _open_slots(fields: Sequence[str]) -> list[tuple[int, bool, str]]:
+    """``["0-9", "[5->-id1]", "[7-<-id2]"]`` -> ``[(5, False, "id1"), (7, True, "id2")]``:
+    slots being migrated to, or imported (True) from, another node."""
+    found = []
+    for field in fields:
+        if field.startswith("["):
+            importing = "-<-" in field
+            slot, _, node_id = field[1:-1].partition("-<-" if importing else "->-")
+            found.append((int(slot), importing, node_id))
+    return found
 
 
 def _ranges(fields: Sequence[str]) -> tuple[tuple[int, int], ...]:
