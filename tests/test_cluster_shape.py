@@ -146,12 +146,7 @@ def test_a_move_waits_out_a_cluster_that_is_down_and_never_shows_the_password():
     cluster's password, which redis-py quotes from the failed MIGRATE."""
     with LabCluster(masters=3, replicas=0) as lab:
         client = lab.client(failover_timeout=0)
-        keys = [f"k{n}" for n in range(60)]
-        for key in keys:
-            client.set(key, "v")
-        by_shard = {
-            shard: [k for k in keys if lab.shard(lab.master_of(k)) == shard] for shard in "ABC"
-        }
+        by_shard = _keys_by_shard(lab, client)
         first = by_shard["A"][0]
         second = next(k for k in by_shard["A"] if crc_slot(k.encode()) != crc_slot(first.encode()))
         source, target = lab.master_of(first), lab.master_of(by_shard["B"][0])
@@ -195,12 +190,7 @@ def test_a_move_waits_out_a_target_that_says_the_cluster_is_down():
     # A long node timeout: shard C can be stopped for a while without being failed over.
     with LabCluster(masters=3, replicas=0, cluster_node_timeout=30_000) as lab:
         client = lab.client(failover_timeout=0)
-        keys = [f"k{n}" for n in range(60)]
-        for key in keys:
-            client.set(key, "v")
-        by_shard = {
-            shard: [k for k in keys if lab.shard(lab.master_of(k)) == shard] for shard in "ABC"
-        }
+        by_shard = _keys_by_shard(lab, client)
         moving = by_shard["A"][0]
         source, target = lab.master_of(moving), lab.master_of(by_shard["B"][0])
         quiet = lab.master_of(by_shard["C"][0])
@@ -292,3 +282,11 @@ def test_heal_finishes_every_move_left_half_done():
             assert lab.master_of(slot) is new
         assert [client.get(key) for key in keys] == [f"value of {key}" for key in keys]
         client.close()
+
+
+def _keys_by_shard(lab: LabCluster, client: redis.RedisCluster) -> dict[str, list[str]]:
+    """Write 60 keys ("v" each) and say which shard holds which."""
+    keys = [f"k{n}" for n in range(60)]
+    for key in keys:
+        client.set(key, "v")
+    return {shard: [k for k in keys if lab.shard(lab.master_of(k)) == shard] for shard in "ABC"}
