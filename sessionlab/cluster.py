@@ -338,7 +338,7 @@ class LabCluster:
         A lesson section begins with it, so it runs on a whole cluster whatever ran before
         (a crashed node, a re-run cell, a move that failed). A master restarted without
         persistence comes back empty: its keys survive only if a replica took over while it
-        was down.
+        was down. Not while another thread moves slots: their move would be finished twice.
         """
         if not self.nodes:
             return self.start()
