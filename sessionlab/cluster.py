@@ -344,7 +344,7 @@ class LabCluster:
             return self.start()
         for node in self.nodes:
             node.start()
-        self._wait(self._one_master_per_slot, "every slot to have one running master")
+        self._wait(self._masters_settled, "every slot to have one master, known to every node")
         self._finish_moves()
         self.wait_until_ok()
         return self
@@ -577,17 +577,23 @@ class LabCluster:
             if node.running
         }
 
-    def _one_master_per_slot(self) -> bool:
-        """Every slot claimed by exactly one running master, each asked about itself (a
-        restarted old master claims its slots until it hears of its promoted replica)."""
+    def _masters_settled(self) -> bool:
+        """Every slot claimed by exactly one running master, each asked about itself, and every
+        running node knows those masters as masters. (A restarted old master claims its slots
+        until it hears of its promoted replica; another node may not have heard of it yet.)"""
+        views = [_node_lines(self._raw(node)) for node in self.nodes if node.running]
+        own = [next(line for line in view if "myself" in line[2]) for view in views]
+        masters = {me[0] for me in own if "master" in me[2]}
         claimed = [
             slot
-            for me in self._own_lines().values()
-            if "master" in me[2]
+            for me in own
+            if me[0] in masters
             for first, last in _ranges(me[8:])
             for slot in range(first, last + 1)
         ]
-        return len(claimed) == SLOTS == len(set(claimed))
+        return len(claimed) == SLOTS == len(set(claimed)) and all(
+            masters <= {line[0] for line in view if "master" in line[2]} for view in views
+        )
 
     def _finish_moves(self) -> None:
         """Finish every slot move left open (a move that failed, a source that died during
