@@ -288,7 +288,7 @@ class LabCluster:
                 rows.append(NodeInfo(name, shard, node.port, "down", (), None, None, None))
                 continue
             raw = self._raw(node)
-            me = next(line for line in _node_lines(raw) if "myself" in line[2])
+            me = _myself(_node_lines(raw))
             info = raw.info("replication")
             role = "master" if "master" in me[2] else "replica"
             master = link = None
@@ -432,9 +432,7 @@ class LabCluster:
         }
         if count is None:
             count = SLOTS // (len(holders) + 1)
-        held = {
-            nid: [s for a, b in ranges for s in range(a, b + 1)] for nid, ranges in holders.items()
-        }
+        held = {nid: _slots(ranges) for nid, ranges in holders.items()}
         total = sum(len(v) for v in held.values())
         if not 0 < count <= total:
             raise ServerError(f"count={count}: pass 1 to {total} slots to move.")
@@ -509,7 +507,7 @@ class LabCluster:
         return next((self.name(n) for n in self.nodes if n.port == port), None)
 
     def _role(self, node: LabServer) -> str:
-        me = next(line for line in _node_lines(self._raw(node)) if "myself" in line[2])
+        me = _myself(_node_lines(self._raw(node)))
         return "master" if "master" in me[2] else "replica"
 
     def _slot_map(self, node: LabServer) -> dict[str, tuple[tuple[int, int], ...]]:
@@ -540,7 +538,7 @@ class LabCluster:
             if "cluster_state:ok" not in raw.execute_command("CLUSTER", "INFO"):
                 return False
             lines = _node_lines(raw)
-            me = next(line for line in lines if "myself" in line[2])
+            me = _myself(lines)
             if "slave" in me[2] and raw.info("replication").get("master_link_status") != "up":
                 return False
             # Who serves which slots, and whom each running replica follows: clients build
@@ -571,26 +569,16 @@ class LabCluster:
 
     def _own_lines(self) -> dict[LabServer, list[str]]:
         """Each running node's own line of ``CLUSTER NODES`` (flags, the slots it claims)."""
-        return {
-            node: next(line for line in _node_lines(self._raw(node)) if "myself" in line[2])
-            for node in self.nodes
-            if node.running
-        }
+        return {node: _myself(_node_lines(self._raw(node))) for node in self.nodes if node.running}
 
     def _masters_settled(self) -> bool:
         """Every slot claimed by exactly one running master, each asked about itself, and every
         running node knows those masters as masters. (A restarted old master claims its slots
         until it hears of its promoted replica; another node may not have heard of it yet.)"""
         views = [_node_lines(self._raw(node)) for node in self.nodes if node.running]
-        own = [next(line for line in view if "myself" in line[2]) for view in views]
+        own = [_myself(view) for view in views]
         masters = {me[0] for me in own if "master" in me[2]}
-        claimed = [
-            slot
-            for me in own
-            if me[0] in masters
-            for first, last in _ranges(me[8:])
-            for slot in range(first, last + 1)
-        ]
+        claimed = [slot for me in own if me[0] in masters for slot in _slots(_ranges(me[8:]))]
         return len(claimed) == SLOTS == len(set(claimed)) and all(
             masters <= {line[0] for line in view if "master" in line[2]} for view in views
         )
@@ -607,12 +595,7 @@ class LabCluster:
         """
         lines = self._own_lines()
         masters = [node for node, me in lines.items() if "master" in me[2]]
-        owner = {
-            slot: node
-            for node in masters
-            for first, last in _ranges(lines[node][8:])
-            for slot in range(first, last + 1)
-        }
+        owner = {slot: node for node in masters for slot in _slots(_ranges(lines[node][8:]))}
         targets: dict[int, LabServer | None] = {}
         open_on: dict[int, list[LabServer]] = {}
         for node in masters:  # (Valkey 8+ copies the state to replicas: they follow)
@@ -788,6 +771,16 @@ def _node_lines(raw: redis.Redis) -> list[list[str]]:
     """``CLUSTER NODES``, one list of fields per node: id, address, flags, master, ..., slots."""
     text = raw.execute_command("CLUSTER", "NODES")
     return [line.split() for line in str(text).splitlines() if line.strip()]
+
+
+def _myself(lines: Sequence[list[str]]) -> list[str]:
+    """The line of ``CLUSTER NODES`` (split, as :func:`_node_lines` gives it) of the node asked."""
+    return next(line for line in lines if "myself" in line[2])
+
+
+def _slots(ranges: Iterable[tuple[int, int]]) -> list[int]:
+    """``((0, 2), (5, 5))`` -> ``[0, 1, 2, 5]``."""
+    return [slot for first, last in ranges for slot in range(first, last + 1)]
 
 
 def _open_slots(fields: Sequence[str]) -> list[tuple[int, bool, str]]:
